@@ -1,0 +1,1 @@
+"""Offline side: data, features, PyTorch models, training, evaluation and ONNX export."""

@@ -1,0 +1,1 @@
+"""Watch-time distribution service: ONNX models in, predictive distributions out."""

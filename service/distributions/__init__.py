@@ -1,0 +1,21 @@
+"""Watch-time distribution families: numpy only, vectorized over the whole batch.
+
+Each family turns a model's per-row parameters into the numbers ranking needs; the
+registry maps the family name written in a model's manifest to its class.
+"""
+
+from service.distributions.base import Distribution, ParameterError
+from service.distributions.egm import EGM
+
+FAMILIES: dict[str, type[Distribution]] = {cls.family: cls for cls in (EGM,)}
+
+
+def get_family(name: str) -> type[Distribution]:
+    """The class serving family ``name``; KeyError names the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown distribution family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+__all__ = ["EGM", "FAMILIES", "Distribution", "ParameterError", "get_family"]

@@ -1,0 +1,216 @@
+"""The interface every watch-time family shares, and the batch shape rules.
+
+Ranking asks the same questions of every model (expected watch time, quick-skip
+probability, interval masses, quantiles), so each family only supplies its closed
+forms and the batch plumbing lives here once. Method names follow
+``torch.distributions`` / ``scipy.stats`` so the code reads the same on both sides of
+the export.
+
+Shape rules, for a distribution over ``n`` rows:
+
+* ``t`` / ``levels``: a scalar gives ``(n,)``; a 1-D array ``(m,)`` is shared by all
+  rows and gives ``(n, m)``; a 2-D array ``(n, m)`` is per row and gives ``(n, m)``.
+  (A per-row scalar is therefore passed as ``(n, 1)``.)
+* ``edges``: ``(m, 2)`` shared or ``(n, m, 2)`` per row; ``hi`` may be ``inf``.
+* ``threshold`` of ``quick_skip_prob``: a scalar or ``(n,)``.
+
+Served distributions live on ``[0, inf)``. Some carry an atom at exactly 0 s; the
+mass of an interval ``[lo, hi]`` is ``F(hi) - F(lo)`` for ``lo > 0`` and ``F(hi)`` for
+``lo <= 0``, so the first interval of a partition of ``[0, inf)`` holds the atom and
+the masses of a partition always sum to 1.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from service.distributions.rootfind import solve_quantiles
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+class ParameterError(ValueError):
+    """Raised when a family is given parameters it cannot represent."""
+
+
+def as_float(name: str, value: npt.ArrayLike, ndim: int) -> FloatArray:
+    """Convert one parameter to float64 with the expected rank, refusing non-finite values."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise ParameterError(f"parameter {name!r} must have {ndim} dimension(s), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError(f"parameter {name!r} holds NaN or infinity")
+    return arr
+
+
+class Distribution(ABC):
+    """A batch of ``n`` watch-time distributions of one family, one per row."""
+
+    family: ClassVar[str]
+    #: parameter names a model must emit, then those it may emit
+    required_params: ClassVar[tuple[str, ...]]
+    optional_params: ClassVar[tuple[str, ...]] = ()
+    #: attributes with a leading row axis, gathered when the root finder narrows rows
+    per_row: ClassVar[tuple[str, ...]] = ()
+
+    n: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, npt.ArrayLike]) -> Self:
+        """Build from a dict of per-row parameter arrays (the model's outputs)."""
+        missing = [k for k in cls.required_params if k not in params]
+        if missing:
+            raise ParameterError(f"{cls.family}: missing parameter(s) {missing}")
+        unknown = sorted(set(params) - set(cls.required_params) - set(cls.optional_params))
+        if unknown:
+            raise ParameterError(f"{cls.family}: unknown parameter(s) {unknown}")
+        return cls(**params)
+
+    @abstractmethod
+    def params(self) -> dict[str, FloatArray]:
+        """The parameters of exactly the distribution served, per row."""
+
+    # ----- moments and points -------------------------------------------------------
+
+    @abstractmethod
+    def mean(self) -> FloatArray:
+        """Exact E[T] per row, in seconds."""
+
+    @abstractmethod
+    def variance(self) -> FloatArray:
+        """Var[T] per row."""
+
+    def stddev(self) -> FloatArray:
+        return np.sqrt(np.maximum(self.variance(), 0.0))
+
+    def point(self) -> FloatArray:
+        """The model's own point prediction (what its paper evaluates); the mean by default."""
+        return self.mean()
+
+    def atom(self) -> FloatArray:
+        """P(T == 0) per row; zero for purely continuous families."""
+        return np.zeros(self.n)
+
+    # ----- family kernels -----------------------------------------------------------
+
+    @abstractmethod
+    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """CDF and density at finite ``t >= 0``; ``t`` is ``(n, m)`` or ``(1, m)``.
+
+        At ``t == 0`` the CDF includes the atom, and the density is the continuous
+        part's. The result may be ``(1, m)``-broadcast only if every row agrees.
+        """
+
+    def _cdf(self, t: FloatArray) -> FloatArray:
+        return self._cdf_pdf(t)[0]
+
+    @abstractmethod
+    def _log_prob(self, t: FloatArray) -> FloatArray:
+        """log density at finite ``t >= 0`` (log of the atom mass at 0 when there is one)."""
+
+    def _icdf(self, q: FloatArray) -> FloatArray:
+        """Quantiles for levels ``q`` in ``[0, 1]``, ``(n, m)``; root finding unless overridden."""
+        return solve_quantiles(self, q)
+
+    def _upper_guess(self) -> FloatArray:
+        """A per-row point expected to lie above the high quantiles (a bracket start)."""
+        return self.mean() + 10.0 * self.stddev() + 1.0
+
+    def _take(self, rows: IntArray) -> Self:
+        """The same family restricted to ``rows`` (repeats allowed), without re-validation."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for name in self.per_row:
+            setattr(new, name, getattr(self, name)[rows])
+        new.n = int(rows.shape[0])
+        return new
+
+    # ----- public batch API -----------------------------------------------------------
+
+    def _points(self, t: npt.ArrayLike, what: str) -> tuple[FloatArray, bool]:
+        arr = np.asarray(t, dtype=np.float64)
+        if arr.ndim == 0:
+            return arr.reshape(1, 1), True
+        if arr.ndim == 1:
+            return arr.reshape(1, -1), False
+        if arr.ndim == 2 and arr.shape[0] == self.n:
+            return arr, False
+        raise ValueError(f"{what} must be a scalar, (m,) or ({self.n}, m); got {arr.shape}")
+
+    def _shape_out(self, out: FloatArray, pts: FloatArray, scalar: bool) -> FloatArray:
+        out = np.broadcast_to(out, (self.n, pts.shape[1]))
+        return np.ascontiguousarray(out[:, 0] if scalar else out)
+
+    def _cdf_grid(self, pts: FloatArray) -> FloatArray:
+        """CDF on a ``(1, m)`` or ``(n, m)`` grid of any real points, as ``(n, m)``."""
+        if np.isnan(pts).any():
+            raise ValueError("t holds NaN")
+        inner = np.where((pts > 0) & np.isfinite(pts), pts, 0.0)
+        out = self._cdf(inner)
+        out = np.where(pts < 0, 0.0, np.where(pts == np.inf, 1.0, out))
+        return np.broadcast_to(np.clip(out, 0.0, 1.0), (self.n, pts.shape[1]))
+
+    def cdf(self, t: npt.ArrayLike) -> FloatArray:
+        """P(T <= t)."""
+        pts, scalar = self._points(t, "t")
+        return self._shape_out(self._cdf_grid(pts), pts, scalar)
+
+    def log_prob(self, t: npt.ArrayLike) -> FloatArray:
+        """log density (log P(T == 0) at 0 where the family has an atom there)."""
+        pts, scalar = self._points(t, "t")
+        if np.isnan(pts).any():
+            raise ValueError("t holds NaN")
+        inner = np.where((pts > 0) & np.isfinite(pts), pts, 0.0)
+        out = self._log_prob(inner)
+        out = np.where((pts < 0) | np.isinf(pts), -np.inf, out)
+        return self._shape_out(out, pts, scalar)
+
+    def quick_skip_prob(self, threshold: npt.ArrayLike) -> FloatArray:
+        """P(T <= threshold): the chance the viewer leaves within ``threshold`` seconds."""
+        thr = np.asarray(threshold, dtype=np.float64)
+        if thr.ndim == 0:
+            return self.cdf(thr)
+        if thr.shape != (self.n,):
+            raise ValueError(f"threshold must be a scalar or ({self.n},), got {thr.shape}")
+        return self.cdf(thr[:, None])[:, 0]
+
+    def icdf(self, levels: npt.ArrayLike) -> FloatArray:
+        """Quantile function: the smallest t with P(T <= t) >= level."""
+        q, scalar = self._points(levels, "levels")
+        if np.isnan(q).any() or (q < 0).any() or (q > 1).any():
+            raise ValueError("levels must lie in [0, 1]")
+        q = np.broadcast_to(q, (self.n, q.shape[1]))
+        out = self._icdf(np.ascontiguousarray(q))
+        return self._shape_out(out, q, scalar)
+
+    ppf = icdf
+
+    def interval_mass(self, edges: npt.ArrayLike) -> FloatArray:
+        """P(lo <= T <= hi) per interval; see the module docstring for the atom at 0."""
+        e = np.asarray(edges, dtype=np.float64)
+        if e.ndim == 2 and e.shape[1] == 2:
+            lo, hi = e[None, :, 0], e[None, :, 1]
+        elif e.ndim == 3 and e.shape[0] == self.n and e.shape[2] == 2:
+            lo, hi = e[:, :, 0], e[:, :, 1]
+        else:
+            raise ValueError(f"edges must be (m, 2) or ({self.n}, m, 2); got {e.shape}")
+        if np.isnan(e).any() or np.isinf(lo).any():
+            raise ValueError("interval edges must be numbers; only hi may be infinite")
+        if (lo > hi).any():
+            raise ValueError("interval with lo > hi")
+        if lo.shape[0] == 1:
+            # Shared edges: one CDF evaluation per distinct edge, not two per interval.
+            points, inverse = np.unique(e, return_inverse=True)
+            at = self._cdf_grid(points[None, :])[:, inverse.reshape(e.shape)]
+            f_lo, f_hi = at[:, :, 0], at[:, :, 1]
+        else:
+            m = lo.shape[1]
+            both = self._cdf_grid(np.concatenate([lo, hi], axis=1))
+            f_lo, f_hi = both[:, :m], both[:, m:]
+        return np.clip(f_hi - np.where(lo <= 0, 0.0, f_lo), 0.0, 1.0)

@@ -1,0 +1,221 @@
+"""EGM: exponential + K Gaussians left-truncated at 0, with an optional atom at 0 (EGMN).
+
+    p(t) = p0 * delta_0(t) + w0 * Exp(t; lambda) + sum_k w_k * TN_[0, inf)(t; mu_k, sigma_k)
+
+Parameters, per row (seconds): ``lambda`` (n,), ``weights`` (n, K+1) with column 0
+the exponential, ``mu`` and ``sigma`` (n, K), and optionally ``p0`` (n,). Weights are
+absolute masses, so ``p0 + sum(weights) == 1``; the class rescales by the total to
+absorb float rounding in a model's softmax.
+
+Two point numbers (see DESIGN, "Two point numbers"): :meth:`mean` is the exact E[T]
+of this distribution, truncation and atom included, consistent with the CDF and the
+quantiles; :meth:`point` is the paper's ``w0/lambda + sum_k w_k mu_k``, which ignores
+truncation and which EGMN's L1 term pulls towards the median.
+
+Numerics: every Gaussian is handled through ``a = -mu/sigma`` (where the truncation
+sits in standard units). When ``a >= 0`` (mu at or below zero) the normaliser
+``1 - Phi(a)`` may underflow, so tails are kept scaled by ``exp(a**2 / 2)``;
+ratios of scaled tails are exact, and ``b**2 - a**2`` is formed as
+``(t/sigma) * (b + a)`` so it does not cancel.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from service.distributions.base import (
+    Distribution,
+    FloatArray,
+    ParameterError,
+    as_float,
+)
+from service.distributions.special import (
+    LOG_SQRT_2PI,
+    SQRT2,
+    erfcx_nonneg,
+    mills_ratio,
+    norm_tail,
+)
+
+# Above this ``a`` the truncated normal's mean shift and variance are taken from their
+# asymptotic series, where the direct forms lose digits to cancellation.
+_A_SERIES = 100.0
+
+
+def _mean_shift(a: FloatArray) -> FloatArray:
+    """M(a) - a, with M the inverse Mills ratio: the truncated mean is ``sigma * (M(a) - a)``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        direct = mills_ratio(np.minimum(a, _A_SERIES)) - np.minimum(a, _A_SERIES)
+        e = 1.0 / np.maximum(a, _A_SERIES) ** 2
+        series = (1.0 + e * (-2.0 + e * (10.0 + e * (-74.0 + e * 706.0)))) / np.maximum(
+            a, _A_SERIES
+        )
+    return np.where(a > _A_SERIES, series, direct)
+
+
+def _var_factor(a: FloatArray, shift: FloatArray) -> FloatArray:
+    """Var/sigma**2 of the normal truncated below at ``a``: ``1 - (M - a) * M``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        direct = 1.0 - shift * (shift + a)
+        e = 1.0 / np.maximum(a, _A_SERIES) ** 2
+        series = e * (1.0 + e * (-6.0 + e * (50.0 - e * 518.0)))
+    return np.maximum(np.where(a > _A_SERIES, series, direct), 0.0)
+
+
+class EGM(Distribution):
+    """Exponential-Gaussian mixture on [0, inf) with an optional atom at zero."""
+
+    family: ClassVar[str] = "egm"
+    required_params: ClassVar[tuple[str, ...]] = ("lambda", "weights", "mu", "sigma")
+    optional_params: ClassVar[tuple[str, ...]] = ("p0",)
+    per_row: ClassVar[tuple[str, ...]] = (
+        "lam",
+        "w",
+        "mu",
+        "sigma",
+        "p0",
+        "a",
+        "upper",
+        "inv_sigma",
+        "inv_scaled_norm",
+        "pdf_scale",
+        "log_norm",
+    )
+
+    def __init__(
+        self,
+        *,
+        weights: npt.ArrayLike,
+        mu: npt.ArrayLike,
+        sigma: npt.ArrayLike,
+        p0: npt.ArrayLike | None = None,
+        **kw: npt.ArrayLike,
+    ) -> None:
+        if set(kw) != {"lambda"}:
+            raise ParameterError(f"egm: unexpected parameter(s) {sorted(set(kw) - {'lambda'})}")
+        lam = as_float("lambda", kw["lambda"], 1)
+        w = as_float("weights", weights, 2)
+        mu_ = as_float("mu", mu, 2)
+        sigma_ = as_float("sigma", sigma, 2)
+        n, k = mu_.shape
+        atom = np.zeros(n) if p0 is None else as_float("p0", p0, 1)
+        if (
+            lam.shape != (n,)
+            or w.shape != (n, k + 1)
+            or sigma_.shape != (n, k)
+            or atom.shape != (n,)
+        ):
+            raise ParameterError(
+                f"egm: inconsistent shapes lambda {lam.shape}, weights {w.shape}, "
+                f"mu {mu_.shape}, sigma {sigma_.shape}, p0 {atom.shape}"
+            )
+        if (lam <= 0).any() or (sigma_ <= 0).any():
+            raise ParameterError("egm: lambda and sigma must be positive")
+        if (w < 0).any() or (atom < 0).any() or (atom >= 1).any():
+            raise ParameterError("egm: weights must be >= 0 and p0 in [0, 1)")
+        total = atom + w.sum(axis=1)
+        if (total <= 0).any():
+            raise ParameterError("egm: weights sum to zero")
+        self.n = n
+        self.lam = lam
+        self.w = w / total[:, None]
+        self.p0 = atom / total
+        self.mu = mu_
+        self.sigma = sigma_
+        self.has_p0 = p0 is not None
+        self.a = -mu_ / sigma_
+        upper = self.a >= 0
+        self.upper = upper
+        self.inv_sigma = 1.0 / sigma_
+        # Tails are scaled by exp(s/2) with s = a**2 where a >= 0, else s = 0.
+        scaled_norm = np.where(
+            upper, 0.5 * erfcx_nonneg(np.abs(self.a) / SQRT2), 1.0 - norm_tail(self.a)
+        )
+        self.inv_scaled_norm = 1.0 / scaled_norm
+        # log of sigma * sqrt(2 pi) * (1 - Phi(a)) * exp(s/2): the Gaussian density's divisor.
+        self.log_norm = np.log(sigma_) + LOG_SQRT_2PI + np.log(scaled_norm)
+        self.pdf_scale = np.exp(-self.log_norm)
+
+    def params(self) -> dict[str, FloatArray]:
+        out = {"lambda": self.lam, "weights": self.w, "mu": self.mu, "sigma": self.sigma}
+        if self.has_p0:
+            out["p0"] = self.p0
+        return out
+
+    # ----- moments ----------------------------------------------------------------------
+
+    def _component_moments(self) -> tuple[FloatArray, FloatArray]:
+        shift = _mean_shift(self.a)
+        mean_k = self.sigma * shift
+        var_k = self.sigma**2 * _var_factor(self.a, shift)
+        return mean_k, var_k
+
+    def mean(self) -> FloatArray:
+        mean_k, _ = self._component_moments()
+        return self.w[:, 0] / self.lam + (self.w[:, 1:] * mean_k).sum(axis=1)
+
+    def variance(self) -> FloatArray:
+        mean_k, var_k = self._component_moments()
+        second = 2.0 * self.w[:, 0] / self.lam**2 + (self.w[:, 1:] * (var_k + mean_k**2)).sum(1)
+        mean = self.w[:, 0] / self.lam + (self.w[:, 1:] * mean_k).sum(axis=1)
+        return np.maximum(second - mean**2, 0.0)
+
+    def point(self) -> FloatArray:
+        """The paper's point: ``w0/lambda + sum_k w_k mu_k`` (not E[T])."""
+        return self.w[:, 0] / self.lam + (self.w[:, 1:] * self.mu).sum(axis=1)
+
+    def atom(self) -> FloatArray:
+        return self.p0
+
+    def _upper_guess(self) -> FloatArray:
+        # Past every component's 1 - 1e-17 point: the exponential's and each Gaussian's.
+        used = self.w[:, 1:] > 0
+        gauss = np.where(used, np.maximum(self.mu, 0.0) + 9.0 * self.sigma, 0.0).max(axis=1)
+        expo = np.where(self.w[:, 0] > 0, 40.0 / self.lam, 0.0)
+        return np.maximum(gauss, expo)
+
+    # ----- kernels ------------------------------------------------------------------------
+
+    def _gauss_terms(self, t: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+        """Per component at ``t``: standardized b, half the scaled exponent, and b >= 0."""
+        tt = t[:, :, None]
+        inv_sigma = self.inv_sigma[:, None, :]
+        b = (tt - self.mu[:, None, :]) * inv_sigma
+        upper = self.upper[:, None, :]
+        # (b**2 - s) / 2, formed without cancellation where s = a**2.
+        half_sq = 0.5 * np.where(upper, (tt * inv_sigma) * (b + self.a[:, None, :]), b * b)
+        return b, half_sq, b >= 0
+
+    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        b, half_sq, nonneg = self._gauss_terms(t)
+        with np.errstate(under="ignore", over="ignore"):
+            e = np.exp(-half_sq)
+            tail = 0.5 * erfcx_nonneg(np.abs(b) * (1.0 / SQRT2)) * e
+            # scaled survival of each component over its scaled normaliser
+            scaled_sf = np.where(nonneg, tail, 1.0 - tail)
+            comp_sf = scaled_sf * self.inv_scaled_norm[:, None, :]
+            comp_pdf = e * self.pdf_scale[:, None, :]
+            wg = self.w[:, None, 1:]
+            lam = self.lam[:, None]
+            ex = np.exp(-lam * t)
+            w0 = self.w[:, 0:1]
+        cdf = self.p0[:, None] + w0 * (-np.expm1(-lam * t)) + (wg * (1.0 - comp_sf)).sum(axis=2)
+        pdf = w0 * lam * ex + (wg * comp_pdf).sum(axis=2)
+        return cdf, pdf
+
+    def _log_prob(self, t: FloatArray) -> FloatArray:
+        _, half_sq, _ = self._gauss_terms(t)
+        with np.errstate(divide="ignore"):
+            log_w = np.log(self.w)
+            log_exp = log_w[:, None, 0] + np.log(self.lam)[:, None] - self.lam[:, None] * t
+            log_g = log_w[:, None, 1:] - half_sq - self.log_norm[:, None, :]
+            terms = np.concatenate([log_exp[:, :, None], log_g], axis=2)
+            top = terms.max(axis=2)
+            safe_top = np.where(np.isfinite(top), top, 0.0)
+            dens = safe_top + np.log(np.exp(terms - safe_top[:, :, None]).sum(axis=2))
+            dens = np.where(np.isfinite(top), dens, -np.inf)
+            at_atom = np.log(self.p0)[:, None]
+        return np.where((t == 0) & (self.p0[:, None] > 0), at_atom, dens)

@@ -1,0 +1,220 @@
+"""Normal-distribution special functions in plain numpy.
+
+The service may not depend on scipy (the serving image stays small), yet the
+truncated and censored Gaussians of several families need the normal CDF to full
+double precision, in the far tails too, where ``1 - Phi(x)`` underflows long before
+the ratios we actually need do. Everything here is therefore built on the scaled
+complementary error function ``erfcx(x) = exp(x**2) * erfc(x)``, which stays finite
+where ``erfc`` underflows, so tail ratios can be taken in a scaled form.
+
+``erfcx`` uses W. J. Cody's rational Chebyshev approximations (Math. Comp. 1969,
+SPECFUN's CALERF), accurate to about 1e-16 relative; ``ndtri`` uses P. J. Acklam's
+rational approximation refined by one Halley step against ``ndtr``.
+All functions are ufunc-like: any shape in, the same shape out, no Python loops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+SQRT2 = math.sqrt(2.0)
+SQRT_2PI = math.sqrt(2.0 * math.pi)
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_RSQRTPI = 1.0 / math.sqrt(math.pi)
+
+# Cody's coefficients: erf on |x| <= 0.46875, erfcx on (0.46875, 4], erfcx on (4, inf).
+_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
+      3.20937758913846947e03, 1.85777706184603153e-1)  # fmt: skip
+_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+      2.84423683343917062e03)  # fmt: skip
+_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01,
+      2.98635138197400131e02, 8.81952221241769090e02, 1.71204761263407058e03,
+      2.05107837782607147e03, 1.23033935479799725e03, 2.15311535474403846e-8)  # fmt: skip
+_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+      1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+      3.43936767414372164e03, 1.23033935480374942e03)  # fmt: skip
+_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
+      1.60837851487422766e-2, 6.58749161529837803e-4, 1.63153871373020978e-2)  # fmt: skip
+_Q = (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+      6.05183413124413191e-2, 2.33520497626869185e-3)  # fmt: skip
+
+_THRESH = 0.46875
+# Beyond this, erfcx(x) = 1/(sqrt(pi) x) to double precision.
+_XHUGE = 6.71e7
+
+
+def _erf_small(y: FloatArray) -> FloatArray:
+    z = y * y
+    num = (((_A[4] * z + _A[0]) * z + _A[1]) * z + _A[2]) * z + _A[3]
+    den = (((z + _B[0]) * z + _B[1]) * z + _B[2]) * z + _B[3]
+    return y * num / den
+
+
+def _erfcx_mid(y: FloatArray) -> FloatArray:
+    num = _C[8] * y
+    den = y
+    for i in range(7):
+        num = (num + _C[i]) * y
+        den = (den + _D[i]) * y
+    return (num + _C[7]) / (den + _D[7])
+
+
+def _erfcx_large(y: FloatArray) -> FloatArray:
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        z = 1.0 / (y * y)
+        num = _P[5] * z
+        den = z
+        for i in range(4):
+            num = (num + _P[i]) * z
+            den = (den + _Q[i]) * z
+        r = z * (num + _P[4]) / (den + _Q[4])
+        out = (_RSQRTPI - r) / y
+        return np.where(y >= _XHUGE, _RSQRTPI / y, out)
+
+
+def erfcx_nonneg(y: npt.ArrayLike) -> FloatArray:
+    """``erfcx`` for ``y >= 0``: the hot kernel, with each branch computed only where used.
+
+    Evaluating the three rational functions on masked subsets costs a gather and a
+    scatter but avoids computing all three everywhere, which is 2-3x slower on the
+    batch sizes the service sees.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    out = np.empty_like(y)
+    small = y <= _THRESH
+    large = y > 4.0
+    mid = ~(small | large)
+    if small.any():
+        ys = y[small]
+        out[small] = np.exp(ys * ys) * (1.0 - _erf_small(ys))
+    if mid.any():
+        out[mid] = _erfcx_mid(y[mid])
+    if large.any():
+        out[large] = _erfcx_large(y[large])
+    nan = np.isnan(y)
+    if nan.any():
+        out[nan] = np.nan
+    return out
+
+
+def erfcx(x: npt.ArrayLike) -> FloatArray:
+    """Scaled complementary error function for any real ``x`` (``inf`` below about -26.6)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = erfcx_nonneg(np.abs(x))
+    neg = x < 0
+    if neg.any():
+        xn = x[neg]
+        with np.errstate(over="ignore"):
+            out[neg] = 2.0 * np.exp(xn * xn) - out[neg]
+    return out
+
+
+def erfc(x: npt.ArrayLike) -> FloatArray:
+    """Complementary error function, relative accuracy kept for large positive ``x``."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.abs(x)
+    with np.errstate(under="ignore"):
+        half = erfcx_nonneg(y) * np.exp(-y * y)
+    return np.where(x < 0, 2.0 - half, half)
+
+
+def norm_tail(x: npt.ArrayLike) -> FloatArray:
+    """min(Phi(x), 1 - Phi(x)): the smaller tail mass, with full relative accuracy."""
+    y = np.abs(np.asarray(x, dtype=np.float64))
+    with np.errstate(under="ignore"):
+        return 0.5 * erfcx_nonneg(y / SQRT2) * np.exp(-0.5 * y * y)
+
+
+def ndtr(x: npt.ArrayLike) -> FloatArray:
+    """Standard normal CDF Phi(x)."""
+    x = np.asarray(x, dtype=np.float64)
+    tail = norm_tail(x)
+    return np.where(x < 0, tail, 1.0 - tail)
+
+
+def norm_sf(x: npt.ArrayLike) -> FloatArray:
+    """Standard normal survival function 1 - Phi(x) = Phi(-x)."""
+    return ndtr(-np.asarray(x, dtype=np.float64))
+
+
+def log_ndtr(x: npt.ArrayLike) -> FloatArray:
+    """log Phi(x), finite for any finite ``x`` (the lower tail is taken in log space)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.abs(x)
+    e = erfcx_nonneg(y / SQRT2)
+    with np.errstate(divide="ignore", under="ignore"):
+        lower = np.log(0.5 * e) - 0.5 * y * y
+        upper = np.log1p(-0.5 * e * np.exp(-0.5 * y * y))
+    return np.where(x < 0, lower, upper)
+
+
+def norm_logpdf(x: npt.ArrayLike) -> FloatArray:
+    """Standard normal log density."""
+    x = np.asarray(x, dtype=np.float64)
+    return -0.5 * x * x - LOG_SQRT_2PI
+
+
+def norm_pdf(x: npt.ArrayLike) -> FloatArray:
+    """Standard normal density."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(under="ignore"):
+        return np.exp(-0.5 * x * x) / SQRT_2PI
+
+
+def mills_ratio(a: npt.ArrayLike) -> FloatArray:
+    """Inverse Mills ratio phi(a) / (1 - Phi(a)), stable for every ``a``.
+
+    It is the shift of the mean of a normal left-truncated at ``a`` standard
+    deviations, and with erfcx it needs no division of two underflowing numbers.
+    """
+    return SQRT_2_OVER_PI / erfcx(np.asarray(a, dtype=np.float64) / SQRT2)
+
+
+_ICDF_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
+           1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+_ICDF_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
+           6.680131188771972e01, -1.328068155288572e01)  # fmt: skip
+_ICDF_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
+           -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+_ICDF_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00,
+           3.754408661907416e00)  # fmt: skip
+_P_LOW = 0.02425
+
+
+def _poly(coeffs: tuple[float, ...], x: FloatArray) -> FloatArray:
+    acc = np.full_like(x, coeffs[0])
+    for c in coeffs[1:]:
+        acc = acc * x + c
+    return acc
+
+
+def ndtri(p: npt.ArrayLike) -> FloatArray:
+    """Inverse of the standard normal CDF, to about 1e-15 relative.
+
+    Acklam's approximation (1.15e-9 relative) followed by one Halley step against
+    ``ndtr``; the tail branch works on ``min(p, 1-p)`` so that levels close to 1
+    keep their precision. ``p`` outside [0, 1] gives NaN, 0 and 1 give -inf, inf.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.minimum(p, 1.0 - p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.sqrt(-2.0 * np.log(q))
+        tail = _poly(_ICDF_C, r) / (_poly(_ICDF_D, r) * r + 1.0)  # negative (lower tail)
+        c = p - 0.5
+        s = c * c
+        central = _poly(_ICDF_A, s) * c / (_poly(_ICDF_B, s) * s + 1.0)
+        x = np.where(q < _P_LOW, np.where(p < 0.5, tail, -tail), central)
+        # Halley refinement on the smaller tail so that p near 1 loses nothing.
+        xs = np.where(p < 0.5, x, -x)
+        e = ndtr(xs) - q
+        u = e * SQRT_2PI * np.exp(0.5 * xs * xs)
+        xs = xs - u / (1.0 + 0.5 * xs * u)
+        x = np.where(p < 0.5, xs, -xs)
+    x = np.where(p == 0.0, -np.inf, np.where(p == 1.0, np.inf, x))
+    return np.where((p < 0.0) | (p > 1.0) | np.isnan(p), np.nan, x)
