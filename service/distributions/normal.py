@@ -1,0 +1,141 @@
+"""Normal: a Gaussian censored at 0, for regression baselines with a fitted spread.
+
+    T = max(X, 0),  X ~ N(loc, scale**2)
+
+Parameters, per row (seconds): ``loc`` (n,) and ``scale`` (n,) > 0. A regression
+predicts X on the whole real line, but watch time cannot be negative, so the mass
+X puts below zero is served as an atom ``P(T == 0) = Phi(-loc/scale)`` rather than
+thrown away (truncation would inflate every other probability). For ``t > 0`` the
+density is the normal one; ``log_prob(0)`` is the log of the atom mass.
+
+Mean: the exact ``E[max(X, 0)]``, atom included. Point: ``max(loc, 0)``, the
+regression's restored prediction clipped to the support (the two differ: censoring
+raises the mean above ``loc`` whenever the atom is not negligible).
+
+Numerics: with ``a = loc/scale`` and ``b = -a``, the censored variable is a mixture
+of the atom (mass ``Phi(b)``) and a normal left-truncated at ``b`` standard units
+(mass ``Phi(a)``), so both moments are sums of non-negative terms. The truncated
+normal's mean shift ``M(b) - b`` and variance factor ``1 - M(b)(M(b) - b)`` (``M``
+the inverse Mills ratio) cancel badly for large ``b`` and are taken from their
+asymptotic series there. Quantiles are closed form: ``loc + scale * ndtri(q)`` above
+the atom, 0 at or below it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.special import (
+    log_ndtr,
+    mills_ratio,
+    ndtr,
+    ndtri,
+    norm_logpdf,
+    norm_pdf,
+)
+
+# Beyond this truncation point the direct forms lose more digits than the series.
+_B_SERIES = 100.0
+
+
+def _trunc_shift(b: FloatArray) -> FloatArray:
+    """``M(b) - b``: the mean of a standard normal truncated below at ``b``, minus ``b``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        bd = np.minimum(b, _B_SERIES)
+        direct = mills_ratio(bd) - bd
+        bs = np.maximum(b, _B_SERIES)
+        e = 1.0 / (bs * bs)
+        series = (1.0 + e * (-2.0 + e * (10.0 + e * (-74.0 + e * 706.0)))) / bs
+    return np.where(b > _B_SERIES, series, direct)
+
+
+def _trunc_var(b: FloatArray, shift: FloatArray) -> FloatArray:
+    """Variance of a standard normal truncated below at ``b``: ``1 - (M - b) M``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        direct = 1.0 - shift * (shift + b)
+        bs = np.maximum(b, _B_SERIES)
+        e = 1.0 / (bs * bs)
+        series = e * (1.0 + e * (-6.0 + e * (50.0 - e * 518.0)))
+    return np.clip(np.where(b > _B_SERIES, series, direct), 0.0, 1.0)
+
+
+class Normal(Distribution):
+    """Gaussian censored at zero: an atom at 0 plus the normal density on (0, inf)."""
+
+    family: ClassVar[str] = "normal"
+    required_params: ClassVar[tuple[str, ...]] = ("loc", "scale")
+    per_row: ClassVar[tuple[str, ...]] = ("loc", "scale", "p0")
+
+    def __init__(self, *, loc: npt.ArrayLike, scale: npt.ArrayLike) -> None:
+        loc_ = as_float("loc", loc, 1)
+        scale_ = as_float("scale", scale, 1)
+        if loc_.shape != scale_.shape:
+            raise ParameterError(f"normal: loc {loc_.shape} and scale {scale_.shape} differ")
+        if (scale_ <= 0).any():
+            raise ParameterError("normal: scale must be positive")
+        self.n = loc_.shape[0]
+        self.loc = loc_
+        self.scale = scale_
+        with np.errstate(over="ignore"):
+            self.p0 = ndtr(-loc_ / scale_)
+
+    def params(self) -> dict[str, FloatArray]:
+        return {"loc": self.loc, "scale": self.scale}
+
+    def atom(self) -> FloatArray:
+        return self.p0
+
+    def point(self) -> FloatArray:
+        """The regression's own prediction, ``max(loc, 0)`` (not E[T])."""
+        return np.maximum(self.loc, 0.0)
+
+    def _positive_part(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """P(X > 0), and the mean and variance of X given X > 0."""
+        with np.errstate(over="ignore"):
+            b = -self.loc / self.scale
+        p_pos = ndtr(-b)
+        shift = _trunc_shift(b)
+        # For b < 0 (loc > 0) loc + scale*M(b) keeps loc's digits; scale*(M(b) - b) is
+        # the cancellation-free form where b is large.
+        with np.errstate(under="ignore"):
+            cond_mean = np.where(
+                b < 0, self.loc + self.scale * mills_ratio(np.minimum(b, 0.0)), self.scale * shift
+            )
+        cond_var = self.scale**2 * _trunc_var(b, shift)
+        return p_pos, cond_mean, cond_var
+
+    def mean(self) -> FloatArray:
+        p_pos, cond_mean, _ = self._positive_part()
+        with np.errstate(under="ignore"):
+            return p_pos * cond_mean
+
+    def variance(self) -> FloatArray:
+        # Law of total variance over {T == 0} and {T > 0}: every term is >= 0.
+        p_pos, cond_mean, cond_var = self._positive_part()
+        with np.errstate(under="ignore", over="ignore"):
+            return p_pos * cond_var + p_pos * self.p0 * cond_mean**2
+
+    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        with np.errstate(over="ignore"):
+            z = (t - self.loc[:, None]) / self.scale[:, None]
+            return ndtr(z), norm_pdf(z) / self.scale[:, None]
+
+    def _log_prob(self, t: FloatArray) -> FloatArray:
+        # Only a log density beyond the double range (scale ~1e-300) overflows, to -inf.
+        with np.errstate(over="ignore"):
+            z = (t - self.loc[:, None]) / self.scale[:, None]
+            dens = norm_logpdf(z) - np.log(self.scale)[:, None]
+            at_atom = log_ndtr(-self.loc / self.scale)[:, None]
+        return np.where(t == 0, at_atom, dens)
+
+    def _icdf(self, q: FloatArray) -> FloatArray:
+        above = q > self.p0[:, None]
+        # Levels at or below the atom are answered by 0 and kept away from ndtri's poles.
+        z = ndtri(np.where(above, q, 0.5))
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = self.loc[:, None] + self.scale[:, None] * z
+        return np.where(above, np.maximum(x, 0.0), 0.0)

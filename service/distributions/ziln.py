@@ -1,0 +1,115 @@
+"""ZILN: zero-inflated lognormal, an atom at 0 plus a lognormal for positive times.
+
+    P(T == 0) = p0,   T | T > 0 ~ LogNormal(mu, sigma**2)
+
+Parameters, per row: ``p0`` (n,) in [0, 1), ``mu`` (n,) (log-seconds), ``sigma``
+(n,) > 0. About one watch in ten ends at exactly 0 s; the ZILN loss fits that mass
+with a classifier head and the positive times with a lognormal, and this family
+serves exactly that pair. ``log_prob(0)`` is ``log p0``.
+
+Mean: ``(1 - p0) * exp(mu + sigma**2 / 2)``. Point: the mean, which is what the ZILN
+paper predicts. Variance: ``(1 - p0) exp(2 mu + sigma**2) (exp(sigma**2) - 1 + p0)``.
+
+Numerics: both moments are formed in log space, so ``mu + sigma**2 / 2`` is summed
+before anything is exponentiated: a large ``sigma`` with a compensating ``mu`` gives
+the finite answer instead of ``0 * inf``; only a moment that truly exceeds the
+double range comes out as ``inf`` (never NaN). ``exp(sigma**2) - 1 + p0`` is written
+as ``exp(sigma**2) * (p0 - (1 - p0) * expm1(-sigma**2))``, a sum of non-negative
+terms, so a tiny ``sigma`` keeps its digits. Quantiles are closed form:
+``exp(mu + sigma * ndtri((q - p0) / (1 - p0)))`` above the atom, 0 at or below it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.special import ndtr, ndtri, norm_logpdf, norm_pdf
+
+
+class ZILN(Distribution):
+    """Zero-inflated lognormal watch time."""
+
+    family: ClassVar[str] = "ziln"
+    required_params: ClassVar[tuple[str, ...]] = ("p0", "mu", "sigma")
+    per_row: ClassVar[tuple[str, ...]] = ("p0", "mu", "sigma")
+
+    def __init__(self, *, p0: npt.ArrayLike, mu: npt.ArrayLike, sigma: npt.ArrayLike) -> None:
+        p0_ = as_float("p0", p0, 1)
+        mu_ = as_float("mu", mu, 1)
+        sigma_ = as_float("sigma", sigma, 1)
+        if not p0_.shape == mu_.shape == sigma_.shape:
+            raise ParameterError(
+                f"ziln: inconsistent shapes p0 {p0_.shape}, mu {mu_.shape}, sigma {sigma_.shape}"
+            )
+        if (sigma_ <= 0).any():
+            raise ParameterError("ziln: sigma must be positive")
+        if (p0_ < 0).any() or (p0_ >= 1).any():
+            raise ParameterError("ziln: p0 must lie in [0, 1)")
+        self.n = mu_.shape[0]
+        self.p0 = p0_
+        self.mu = mu_
+        self.sigma = sigma_
+
+    def params(self) -> dict[str, FloatArray]:
+        return {"p0": self.p0, "mu": self.mu, "sigma": self.sigma}
+
+    def atom(self) -> FloatArray:
+        return self.p0
+
+    def mean(self) -> FloatArray:
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(np.log1p(-self.p0) + self.mu + 0.5 * self.sigma**2)
+
+    def _log_variance(self) -> FloatArray:
+        s2 = self.sigma**2
+        with np.errstate(divide="ignore", over="ignore"):
+            excess = self.p0 - (1.0 - self.p0) * np.expm1(-s2)
+            return np.log1p(-self.p0) + 2.0 * self.mu + 2.0 * s2 + np.log(excess)
+
+    def variance(self) -> FloatArray:
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(self._log_variance())
+
+    def stddev(self) -> FloatArray:
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(0.5 * self._log_variance())
+
+    def _z(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Standardized log time, and ``t`` with zeros replaced so logs stay finite."""
+        pos = t > 0
+        safe = np.where(pos, t, 1.0)
+        z = (np.log(safe) - self.mu[:, None]) / self.sigma[:, None]
+        return z, safe
+
+    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        z, safe = self._z(t)
+        pos = t > 0
+        p0 = self.p0[:, None]
+        cdf = p0 + (1.0 - p0) * ndtr(z)
+        with np.errstate(under="ignore"):
+            pdf = (1.0 - p0) * norm_pdf(z) / (self.sigma[:, None] * safe)
+        return np.where(pos, cdf, p0), np.where(pos, pdf, 0.0)
+
+    def _log_prob(self, t: FloatArray) -> FloatArray:
+        z, safe = self._z(t)
+        dens = (
+            np.log1p(-self.p0)[:, None]
+            + norm_logpdf(z)
+            - np.log(self.sigma)[:, None]
+            - np.log(safe)
+        )
+        with np.errstate(divide="ignore"):
+            at_atom = np.log(self.p0)[:, None]
+        return np.where(t > 0, dens, at_atom)
+
+    def _icdf(self, q: FloatArray) -> FloatArray:
+        p0 = self.p0[:, None]
+        above = q > p0
+        r = np.where(above, (q - p0) / (1.0 - p0), 0.5)
+        with np.errstate(over="ignore", under="ignore"):
+            x = np.exp(self.mu[:, None] + self.sigma[:, None] * ndtri(np.minimum(r, 1.0)))
+        return np.where(above, x, 0.0)
