@@ -6,8 +6,15 @@ registry maps the family name written in a model's manifest to its class.
 
 from service.distributions.base import Distribution, ParameterError
 from service.distributions.egm import EGM
+from service.distributions.exponential import Exponential
+from service.distributions.histogram import Histogram
+from service.distributions.normal import Normal
+from service.distributions.survival import Survival
+from service.distributions.ziln import ZILN
 
-FAMILIES: dict[str, type[Distribution]] = {cls.family: cls for cls in (EGM,)}
+FAMILIES: dict[str, type[Distribution]] = {
+    cls.family: cls for cls in (EGM, Normal, Exponential, ZILN, Histogram, Survival)
+}
 
 
 def get_family(name: str) -> type[Distribution]:
@@ -18,4 +25,15 @@ def get_family(name: str) -> type[Distribution]:
         raise KeyError(f"unknown distribution family {name!r}; known: {sorted(FAMILIES)}") from None
 
 
-__all__ = ["EGM", "FAMILIES", "Distribution", "ParameterError", "get_family"]
+__all__ = [
+    "EGM",
+    "FAMILIES",
+    "ZILN",
+    "Distribution",
+    "Exponential",
+    "Histogram",
+    "Normal",
+    "ParameterError",
+    "Survival",
+    "get_family",
+]
