@@ -32,6 +32,9 @@ XTOL_REL = 1e-9
 X_FLOOR = 1e-9
 MAX_ITER = 100
 MAX_DOUBLINGS = 200
+# The bracketing grid: GRID_POINTS log-spaced points spanning GRID_SPAN below the top.
+GRID_POINTS = 8
+GRID_SPAN = 1e6
 
 
 class _Evaluator:
@@ -73,31 +76,55 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
         return out.reshape(n, m)
     qq = qf[idx]
 
-    # Levels reached below X_FLOOR: the CDF is linear there to far within tolerance.
-    f_floor, _ = evaluate(np.full(idx.size, X_FLOOR), idx)
-    tiny = f_floor >= qq
-    if tiny.any():
-        a = atom[idx[tiny]]
-        out[idx[tiny]] = X_FLOOR * (qq[tiny] - a) / np.maximum(f_floor[tiny] - a, 1e-300)
-    keep = ~tiny
-    idx, qq, f_lo = idx[keep], qq[keep], f_floor[keep]
-    if idx.size == 0:
-        return out.reshape(n, m)
-
-    hi = np.minimum(dist._upper_guess()[evaluate.rows_of[idx]], 1e300)
-    hi = np.maximum(hi, 2.0 * X_FLOOR)
-    f_hi, _ = evaluate(hi, idx)
+    # Bracket every level on a per-row log grid below the family's upper guess. The
+    # grid is shared by all of a row's levels, so it costs GRID_POINTS evaluations per
+    # row however many levels are asked, and it leaves Newton a start within one cell.
+    top = np.maximum(np.minimum(dist._upper_guess(), 1e300), 2.0 * X_FLOOR)
+    f_top = dist._cdf_pdf(top[:, None])[0][:, 0]
     for _ in range(MAX_DOUBLINGS):
-        short = f_hi < qq
+        short = f_top < qf.reshape(n, m).max(axis=1)
         if not short.any():
             break
-        hi[short] = np.minimum(hi[short] * 8.0, 1e300)
-        f_hi[short], _ = evaluate(hi[short], idx[short])
+        top[short] = np.minimum(top[short] * 8.0, 1e300)
+        f_top[short] = dist._take(np.flatnonzero(short))._cdf_pdf(top[short, None])[0][:, 0]
+    grid = top[:, None] * GRID_SPAN ** np.linspace(-1.0, 0.0, GRID_POINTS)
+    grid = np.maximum(grid, X_FLOOR)
+    f_grid = np.broadcast_to(dist._cdf_pdf(grid)[0], grid.shape).copy()
+    f_grid[:, -1] = np.maximum(f_grid[:, -1], f_top)
+    rows = evaluate.rows_of[idx]
+    cell = (f_grid[rows] < qq[:, None]).sum(axis=1)
+    cell = np.minimum(cell, GRID_POINTS - 1)
+    hi = grid[rows, cell]
+    f_hi = f_grid[rows, cell]
+    first = cell == 0
+    lo = np.where(first, X_FLOOR, grid[rows, np.maximum(cell - 1, 0)])
+    f_lo = np.where(first, np.nan, f_grid[rows, np.maximum(cell - 1, 0)])
+    if first.any():
+        # Below the grid: check the floor, where the CDF is linear from the atom.
+        f_floor, _ = evaluate(np.full(int(first.sum()), X_FLOOR), idx[first])
+        f_lo[first] = f_floor
+        tiny = np.zeros(idx.size, dtype=bool)
+        tiny[first] = f_floor >= qq[first]
+        if tiny.any():
+            a = atom[idx[tiny]]
+            f_fl = f_lo[tiny]
+            out[idx[tiny]] = X_FLOOR * (qq[tiny] - a) / np.maximum(f_fl - a, 1e-300)
+            keep = ~tiny
+            idx, qq, lo, hi, f_lo, f_hi = (
+                idx[keep],
+                qq[keep],
+                lo[keep],
+                hi[keep],
+                f_lo[keep],
+                f_hi[keep],
+            )
+            if idx.size == 0:
+                return out.reshape(n, m)
 
-    u_lo = np.full(idx.size, np.log(X_FLOOR))
+    u_lo = np.log(lo)
     u_hi = np.log(hi)
-    # Regula falsi in log time as the first guess.
-    frac = np.clip((qq - f_lo) / np.maximum(f_hi - f_lo, 1e-300), 0.05, 0.95)
+    # Regula falsi in log time inside the cell as the first guess.
+    frac = np.clip((qq - f_lo) / np.maximum(f_hi - f_lo, 1e-300), 0.02, 0.98)
     u = u_lo + frac * (u_hi - u_lo)
 
     # rtsafe's guard: a Newton step that would not at least halve the step before the

@@ -127,7 +127,7 @@ def erfc(x: npt.ArrayLike) -> FloatArray:
 def norm_tail(x: npt.ArrayLike) -> FloatArray:
     """min(Phi(x), 1 - Phi(x)): the smaller tail mass, with full relative accuracy."""
     y = np.abs(np.asarray(x, dtype=np.float64))
-    with np.errstate(under="ignore"):
+    with np.errstate(under="ignore", over="ignore"):
         return 0.5 * erfcx_nonneg(y / SQRT2) * np.exp(-0.5 * y * y)
 
 
