@@ -36,7 +36,9 @@ class Reference:
         mu, sigma = params["mu"][i], params["sigma"][i]
         # all K components as one vectorized frozen scipy distribution
         self.tn = st.truncnorm(-mu / sigma, np.inf, loc=mu, scale=sigma)
-        self.gauss = [st.truncnorm(-m / s, np.inf, loc=m, scale=s) for m, s in zip(mu, sigma)]
+        self.gauss = [
+            st.truncnorm(-m / s, np.inf, loc=m, scale=s) for m, s in zip(mu, sigma, strict=True)
+        ]
 
     def cdf(self, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=float)
@@ -77,7 +79,7 @@ def test_cdf_and_log_prob_match_scipy(case: tuple) -> None:
 
 
 def test_log_prob_at_zero_is_the_atom_when_there_is_one(case: tuple) -> None:
-    params, dist, refs = case
+    _, dist, refs = case
     lp0 = dist.log_prob(0.0)
     for i, ref in enumerate(refs):
         expected = np.log(ref.p0) if ref.p0 > 0 else np.log(ref.pdf(np.array(0.0)))
