@@ -83,6 +83,9 @@ class EGM(Distribution):
         "inv_scaled_norm",
         "pdf_scale",
         "log_norm",
+        "w_sf",
+        "w_pdf",
+        "gauss_mass",
     )
 
     def __init__(
@@ -138,6 +141,11 @@ class EGM(Distribution):
         # log of sigma * sqrt(2 pi) * (1 - Phi(a)) * exp(s/2): the Gaussian density's divisor.
         self.log_norm = np.log(sigma_) + LOG_SQRT_2PI + np.log(scaled_norm)
         self.pdf_scale = np.exp(-self.log_norm)
+        self.any_upper = bool(upper.any())
+        # per-component weights folded with the normalisers, for the kernel's reductions
+        self.w_sf = self.w[:, 1:] * self.inv_scaled_norm
+        self.w_pdf = self.w[:, 1:] * self.pdf_scale
+        self.gauss_mass = self.w[:, 1:].sum(axis=1)
 
     def params(self) -> dict[str, FloatArray]:
         out = {"lambda": self.lam, "weights": self.w, "mu": self.mu, "sigma": self.sigma}
@@ -179,35 +187,47 @@ class EGM(Distribution):
 
     # ----- kernels ------------------------------------------------------------------------
 
-    def _gauss_terms(self, t: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
-        """Per component at ``t``: standardized b, half the scaled exponent, and b >= 0."""
-        tt = t[:, :, None]
-        inv_sigma = self.inv_sigma[:, None, :]
-        b = (tt - self.mu[:, None, :]) * inv_sigma
-        upper = self.upper[:, None, :]
-        # (b**2 - s) / 2, formed without cancellation where s = a**2.
-        half_sq = 0.5 * np.where(upper, (tt * inv_sigma) * (b + self.a[:, None, :]), b * b)
-        return b, half_sq, b >= 0
+    def _half_sq(self, t: FloatArray, b: FloatArray) -> FloatArray:
+        """(b**2 - s) / 2 per component, without cancellation where s = a**2 is large."""
+        sq = b * b
+        if self.any_upper:
+            tt = t[:, :, None] * self.inv_sigma[:, None, :]
+            alt = tt * (b + self.a[:, None, :])
+            sq = np.where(self.upper[:, None, :], alt, sq)
+        sq *= 0.5
+        return sq
+
+    def _standardize(self, t: FloatArray) -> FloatArray:
+        b = t[:, :, None] - self.mu[:, None, :]
+        b *= self.inv_sigma[:, None, :]
+        return b
 
     def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-        b, half_sq, nonneg = self._gauss_terms(t)
+        # The hot path of every quantile search: in-place where possible, since at
+        # serving batch sizes numpy's cost is passes over memory.
+        b = self._standardize(t)
         with np.errstate(under="ignore", over="ignore"):
-            e = np.exp(-half_sq)
-            tail = 0.5 * erfcx_nonneg(np.abs(b) * (1.0 / SQRT2)) * e
-            # scaled survival of each component over its scaled normaliser
-            scaled_sf = np.where(nonneg, tail, 1.0 - tail)
-            comp_sf = scaled_sf * self.inv_scaled_norm[:, None, :]
-            comp_pdf = e * self.pdf_scale[:, None, :]
-            wg = self.w[:, None, 1:]
-            lam = self.lam[:, None]
-            ex = np.exp(-lam * t)
+            e = self._half_sq(t, b)
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            y = np.abs(b)
+            y *= 1.0 / SQRT2
+            r = erfcx_nonneg(y)
+            r *= e
+            r *= 0.5
+            # r becomes each component's scaled survival: the tail above b, or 1 - tail.
+            np.subtract(1.0, r, out=r, where=b < 0)
+            lam_t = self.lam[:, None] * t
             w0 = self.w[:, 0:1]
-        cdf = self.p0[:, None] + w0 * (-np.expm1(-lam * t)) + (wg * (1.0 - comp_sf)).sum(axis=2)
-        pdf = w0 * lam * ex + (wg * comp_pdf).sum(axis=2)
+            cdf = self.gauss_mass[:, None] - np.einsum("nmk,nk->nm", r, self.w_sf)
+            cdf += self.p0[:, None]
+            cdf -= w0 * np.expm1(-lam_t)
+            pdf = np.einsum("nmk,nk->nm", e, self.w_pdf)
+            pdf += (w0 * self.lam[:, None]) * np.exp(-lam_t)
         return cdf, pdf
 
     def _log_prob(self, t: FloatArray) -> FloatArray:
-        _, half_sq, _ = self._gauss_terms(t)
+        half_sq = self._half_sq(t, self._standardize(t))
         with np.errstate(divide="ignore"):
             log_w = np.log(self.w)
             log_exp = log_w[:, None, 0] + np.log(self.lam)[:, None] - self.lam[:, None] * t
