@@ -40,6 +40,17 @@ from service.distributions.special import (
 
 # Beyond this truncation point the direct forms lose more digits than the series.
 _B_SERIES = 100.0
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _huge_z() -> np.errstate:
+    """Silence the special functions' overflow on standardized values far beyond +-40.
+
+    A tiny scale turns ordinary times into z of 1e12 and more; the special functions
+    saturate correctly there (0, 1, or -inf in log space) but may overflow in
+    intermediate branches they then discard.
+    """
+    return np.errstate(over="ignore", invalid="ignore", under="ignore")
 
 
 def _trunc_shift(b: FloatArray) -> FloatArray:
@@ -80,7 +91,7 @@ class Normal(Distribution):
         self.n = loc_.shape[0]
         self.loc = loc_
         self.scale = scale_
-        with np.errstate(over="ignore"):
+        with _huge_z():
             self.p0 = ndtr(-loc_ / scale_)
 
     def params(self) -> dict[str, FloatArray]:
@@ -95,17 +106,15 @@ class Normal(Distribution):
 
     def _positive_part(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """P(X > 0), and the mean and variance of X given X > 0."""
-        with np.errstate(over="ignore"):
+        with _huge_z():
             b = -self.loc / self.scale
-        p_pos = ndtr(-b)
-        shift = _trunc_shift(b)
-        # For b < 0 (loc > 0) loc + scale*M(b) keeps loc's digits; scale*(M(b) - b) is
-        # the cancellation-free form where b is large.
-        with np.errstate(under="ignore"):
-            cond_mean = np.where(
-                b < 0, self.loc + self.scale * mills_ratio(np.minimum(b, 0.0)), self.scale * shift
-            )
-        cond_var = self.scale**2 * _trunc_var(b, shift)
+            p_pos = ndtr(-b)
+            shift = _trunc_shift(b)
+            # For b < 0 (loc > 0) loc + scale*M(b) keeps loc's digits; scale*(M(b) - b)
+            # is the cancellation-free form where b is large.
+            near = self.loc + self.scale * mills_ratio(np.minimum(b, 0.0))
+            cond_mean = np.where(b < 0, near, self.scale * shift)
+            cond_var = self.scale**2 * _trunc_var(b, shift)
         return p_pos, cond_mean, cond_var
 
     def mean(self) -> FloatArray:
@@ -120,13 +129,13 @@ class Normal(Distribution):
             return p_pos * cond_var + p_pos * self.p0 * cond_mean**2
 
     def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-        with np.errstate(over="ignore"):
+        with _huge_z():
             z = (t - self.loc[:, None]) / self.scale[:, None]
             return ndtr(z), norm_pdf(z) / self.scale[:, None]
 
     def _log_prob(self, t: FloatArray) -> FloatArray:
         # Only a log density beyond the double range (scale ~1e-300) overflows, to -inf.
-        with np.errstate(over="ignore"):
+        with _huge_z():
             z = (t - self.loc[:, None]) / self.scale[:, None]
             dens = norm_logpdf(z) - np.log(self.scale)[:, None]
             at_atom = log_ndtr(-self.loc / self.scale)[:, None]
@@ -134,8 +143,10 @@ class Normal(Distribution):
 
     def _icdf(self, q: FloatArray) -> FloatArray:
         above = q > self.p0[:, None]
-        # Levels at or below the atom are answered by 0 and kept away from ndtri's poles.
-        z = ndtri(np.where(above, q, 0.5))
+        # Levels at or below the atom are answered by 0 and kept away from ndtri's poles;
+        # subnormal levels are raised to the smallest normal double, where ndtri is exact
+        # (the quantile moves by under 0.6 scale, the CDF by under 1e-307).
+        z = ndtri(np.where(above, np.maximum(q, _TINY), 0.5))
         with np.errstate(invalid="ignore", over="ignore"):
             x = self.loc[:, None] + self.scale[:, None] * z
         return np.where(above, np.maximum(x, 0.0), 0.0)

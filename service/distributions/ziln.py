@@ -16,7 +16,8 @@ the finite answer instead of ``0 * inf``; only a moment that truly exceeds the
 double range comes out as ``inf`` (never NaN). ``exp(sigma**2) - 1 + p0`` is written
 as ``exp(sigma**2) * (p0 - (1 - p0) * expm1(-sigma**2))``, a sum of non-negative
 terms, so a tiny ``sigma`` keeps its digits. Quantiles are closed form:
-``exp(mu + sigma * ndtri((q - p0) / (1 - p0)))`` above the atom, 0 at or below it.
+``exp(mu + sigma * ndtri((q - p0) / (1 - p0)))`` above the atom (upper levels via
+their complement ``(1 - q) / (1 - p0)``), 0 at or below it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
-from service.distributions.special import ndtr, ndtri, norm_logpdf, norm_pdf
+from service.distributions.special import ndtr, ndtri, norm_logpdf
+
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 class ZILN(Distribution):
@@ -82,26 +85,34 @@ class ZILN(Distribution):
         """Standardized log time, and ``t`` with zeros replaced so logs stay finite."""
         pos = t > 0
         safe = np.where(pos, t, 1.0)
-        z = (np.log(safe) - self.mu[:, None]) / self.sigma[:, None]
+        with np.errstate(over="ignore"):
+            z = (np.log(safe) - self.mu[:, None]) / self.sigma[:, None]
         return z, safe
 
     def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         z, safe = self._z(t)
         pos = t > 0
         p0 = self.p0[:, None]
-        cdf = p0 + (1.0 - p0) * ndtr(z)
-        with np.errstate(under="ignore"):
-            pdf = (1.0 - p0) * norm_pdf(z) / (self.sigma[:, None] * safe)
+        # A tiny sigma gives huge z, where ndtr saturates to 0 or 1 but may overflow in
+        # branches it then discards.
+        with np.errstate(over="ignore", invalid="ignore"):
+            cdf = p0 + (1.0 - p0) * ndtr(z)
+        # Formed in log space: for a subnormal t, sigma * t underflows to 0 where the
+        # density does too, and the quotient would be 0/0.
+        log_scale = np.log(self.sigma)[:, None] + np.log(safe)
+        with np.errstate(under="ignore", over="ignore"):
+            pdf = (1.0 - p0) * np.exp(norm_logpdf(z) - log_scale)
         return np.where(pos, cdf, p0), np.where(pos, pdf, 0.0)
 
     def _log_prob(self, t: FloatArray) -> FloatArray:
         z, safe = self._z(t)
-        dens = (
-            np.log1p(-self.p0)[:, None]
-            + norm_logpdf(z)
-            - np.log(self.sigma)[:, None]
-            - np.log(safe)
-        )
+        with np.errstate(over="ignore"):
+            dens = (
+                np.log1p(-self.p0)[:, None]
+                + norm_logpdf(z)
+                - np.log(self.sigma)[:, None]
+                - np.log(safe)
+            )
         with np.errstate(divide="ignore"):
             at_atom = np.log(self.p0)[:, None]
         return np.where(t > 0, dens, at_atom)
@@ -110,6 +121,13 @@ class ZILN(Distribution):
         p0 = self.p0[:, None]
         above = q > p0
         r = np.where(above, (q - p0) / (1.0 - p0), 0.5)
+        # Upper levels through their complement (1 - q is exact there), so a level just
+        # below 1 cannot round to r == 1 and an infinite quantile.
+        upper = r > 0.5
+        tail = np.where(upper, (1.0 - q) / (1.0 - p0), r)
+        # Subnormal levels are raised to the smallest normal double, where ndtri is exact.
+        z = ndtri(np.where(tail > 0, np.clip(tail, _TINY, 1.0), 0.0))
+        z = np.where(upper, -z, z)
         with np.errstate(over="ignore", under="ignore"):
-            x = np.exp(self.mu[:, None] + self.sigma[:, None] * ndtri(np.minimum(r, 1.0)))
+            x = np.exp(self.mu[:, None] + self.sigma[:, None] * z)
         return np.where(above, x, 0.0)
