@@ -154,11 +154,17 @@ def test_icdf_monotone_and_inverts_cdf(family: str, data: st.DataObject) -> None
     q = np.sort(np.array([0.0, 1 - 1e-9, 1.0, *drawn]))
     x = d.icdf(q)
     assert (x >= 0).all() and np.isfinite(x[:, q < 1]).all()
-    assert (x[:, 1:] >= x[:, :-1]).all()
     atom = d.atom()[:, None]
     assert (x[q <= atom] == 0).all()
     continuous = q > atom + TOL
-    if type(d)._icdf is not Distribution._icdf:
+    closed_form = type(d)._icdf is not Distribution._icdf
+    # Root-found quantiles are each exact to the stated tolerance (1e-4 s or 1e-6
+    # relative), so two of them may cross by that much where the CDF is flat to double
+    # precision (levels below 1e-16 under a mode far from 0); closed forms may not.
+    prev = x[:, :-1]
+    slack = np.where(closed_form | ~np.isfinite(prev), 0.0, np.maximum(1e-4, 1e-6 * prev))
+    assert (x[:, 1:] >= prev - slack).all()
+    if closed_form:
         # Closed-form quantiles: never below the level, equal to it off the atom.
         back = d.cdf(x)
         assert (back >= q - TOL).all()
