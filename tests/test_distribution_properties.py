@@ -189,17 +189,11 @@ def test_interval_masses_over_a_partition_sum_to_one(family: str, data: st.DataO
     masses = d.interval_mass(np.array([[0.0, a], [a, b], [b, np.inf]]))
     assert ((masses >= 0) & (masses <= 1)).all()
     np.testing.assert_allclose(masses.sum(axis=1), 1.0, rtol=0, atol=1e-12)
-    # Per-row edges give the same masses as the same edges shared (one row: see below).
-    if d.n > 1:
-        per_row = np.broadcast_to(np.array([[0.0, a], [a, b], [b, np.inf]]), (d.n, 3, 2))
-        np.testing.assert_allclose(d.interval_mass(per_row), masses, rtol=0, atol=1e-15)
+    # Per-row edges give the same masses as the same edges shared.
+    per_row = np.broadcast_to(np.array([[0.0, a], [a, b], [b, np.inf]]), (d.n, 3, 2))
+    np.testing.assert_allclose(d.interval_mass(per_row), masses, rtol=0, atol=1e-15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="Distribution.interval_mass routes (1, m, 2) per-row edges down the shared path",
-)
 def test_interval_mass_per_row_edges_for_a_single_row() -> None:
     d = get_family("exponential").from_params({"rate": np.array([1.0])})
     edges = np.array([[[0.0, 1.0], [1.0, 2.0], [2.0, np.inf]]])

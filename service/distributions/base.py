@@ -195,8 +195,10 @@ class Distribution(ABC):
         """P(lo <= T <= hi) per interval; see the module docstring for the atom at 0."""
         e = np.asarray(edges, dtype=np.float64)
         if e.ndim == 2 and e.shape[1] == 2:
+            shared = True
             lo, hi = e[None, :, 0], e[None, :, 1]
         elif e.ndim == 3 and e.shape[0] == self.n and e.shape[2] == 2:
+            shared = False
             lo, hi = e[:, :, 0], e[:, :, 1]
         else:
             raise ValueError(f"edges must be (m, 2) or ({self.n}, m, 2); got {e.shape}")
@@ -204,7 +206,7 @@ class Distribution(ABC):
             raise ValueError("interval edges must be numbers; only hi may be infinite")
         if (lo > hi).any():
             raise ValueError("interval with lo > hi")
-        if lo.shape[0] == 1:
+        if shared:
             # Shared edges: one CDF evaluation per distinct edge, not two per interval.
             points, inverse = np.unique(e, return_inverse=True)
             at = self._cdf_grid(points[None, :])[:, inverse.reshape(e.shape)]

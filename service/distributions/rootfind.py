@@ -8,7 +8,7 @@ bracket (kept for every pair) turns any step that leaves it into a bisection, wh
 keeps flat stretches between mixture modes safe.
 
 Stated tolerance: a pair stops once its last step moved ``t`` by at most
-``XTOL_ABS + XTOL_REL * t`` (1e-6 s and 1e-9 relative) or its bracket is that narrow;
+``XTOL_ABS + XTOL_REL * t`` (1e-9 s and 1e-9 relative) or its bracket is that narrow;
 as Newton converges quadratically, the error left is far below the step. Levels whose
 quantile lies below ``X_FLOOR`` are resolved by linear interpolation from the atom,
 which is exact to well within the tolerance.
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 
-XTOL_ABS = 1e-6
+XTOL_ABS = 1e-9
 XTOL_REL = 1e-9
-X_FLOOR = 1e-9
+X_FLOOR = 1e-12
 MAX_ITER = 100
 MAX_DOUBLINGS = 200
 # The bracketing grid: GRID_POINTS log-spaced points spanning GRID_SPAN below the top.

@@ -228,7 +228,8 @@ def ndtri(p: npt.ArrayLike) -> FloatArray:
     keep their precision. ``p`` outside [0, 1] gives NaN, 0 and 1 give -inf, inf.
     """
     p = np.asarray(p, dtype=np.float64)
-    q = np.minimum(p, 1.0 - p)
+    # Subnormal levels would overflow the refinement; the answer moves by < 1e-3 there.
+    q = np.maximum(np.minimum(p, 1.0 - p), np.finfo(np.float64).tiny)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.sqrt(-2.0 * np.log(q))
         tail = _poly(_ICDF_C, r) / (_poly(_ICDF_D, r) * r + 1.0)  # negative (lower tail)
