@@ -1,0 +1,1 @@
+"""Serving runtime: feature decoding, sessions and batching; knows nothing of HTTP."""
