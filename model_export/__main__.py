@@ -1,0 +1,78 @@
+"""Command line: ``python -m model_export {train,evaluate,export,build-all}``.
+
+- ``train --model egmn``: fit on the training days, calibrate on the validation day, evaluate
+  on the test day, save ``runs/egmn/checkpoint.pt`` and print the metrics table.
+- ``export``: write ``models/<name>/<version>/`` (model.onnx, manifest.json, attribution) from a
+  checkpoint.
+- ``evaluate``: score an exported model directory on the test day through the serving path
+  (manifest-driven numpy features -> onnxruntime -> numpy EGM), independently of torch.
+- ``build-all``: rebuild every shipped model and its report (what ``make models`` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from model_export.data import DEFAULT_DATA_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("egmn",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_export", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train, calibrate and evaluate one model")
+    train.add_argument("--model", choices=MODELS, default="egmn")
+    train.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    train.add_argument("--run-dir", type=Path, default=None, help="default: runs/<model>")
+    train.add_argument("--no-point-mass", action="store_true", help="plain EGM, no p0 atom")
+    train.add_argument("--no-calibration", action="store_true")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    export = sub.add_parser("export", help="write a model directory from a checkpoint")
+    export.add_argument("--model", choices=MODELS, default="egmn")
+    export.add_argument("--run-dir", type=Path, default=None, help="default: runs/<model>")
+    export.add_argument("--out", type=Path, default=None, help="default: models/<model>/1")
+    export.add_argument("--version", default="1")
+
+    evaluate = sub.add_parser("evaluate", help="score an exported model on the test day")
+    evaluate.add_argument("--model-dir", type=Path, default=ROOT / "models" / "egmn" / "1")
+    evaluate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+
+    build = sub.add_parser("build-all", help="rebuild every shipped model and its report")
+    build.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    build.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    build.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
+    build.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Imported late so that --help does not pay for torch.
+    from model_export import commands
+
+    start = time.perf_counter()
+    if args.command == "train":
+        commands.train(args)
+    elif args.command == "export":
+        commands.export(args)
+    elif args.command == "evaluate":
+        commands.evaluate(args)
+    else:
+        commands.build_all(args)
+    print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""What each CLI command does; argument parsing stays in ``__main__``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from model_export.data import labels, load_joined, raw_columns, split_by_day
+from model_export.export import write_model_dir
+from model_export.metrics import evaluate_distribution
+from model_export.onnx_eval import ExportedModel
+from model_export.pipeline import (
+    EGMNRun,
+    baseline_metrics,
+    load_run,
+    metric_notes,
+    prepare,
+    run_egmn,
+    save_run,
+    served_metrics,
+)
+from model_export.report import metrics_table, write_report
+from model_export.train import TrainConfig
+from service.manifest import Evaluation, Manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "per_video_median"
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    return args.run_dir if args.run_dir is not None else ROOT / "runs" / args.model
+
+
+def _print_run(run: EGMNRun, label: str) -> None:
+    rows = {f"{label} {k}": v for k, v in run.metrics.items() if k != BASELINE}
+    if BASELINE in run.metrics:
+        rows[BASELINE] = run.metrics[BASELINE]
+    window = run.window
+    print(f"\ntest day {window.test_date}, {window.rows_test} rows; took {run.seconds:.0f} s")
+    print(metrics_table(rows))
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train one configuration and save its checkpoint."""
+    config = TrainConfig(point_mass=not args.no_point_mass, seed=args.seed)
+    if args.epochs is not None:
+        config = dataclasses.replace(config, max_epochs=args.epochs)
+    prepared = prepare(args.data_dir)
+    run = run_egmn(prepared, config, calibrate=not args.no_calibration, progress=not args.quiet)
+    run.metrics[BASELINE] = baseline_metrics(prepared)
+    path = _run_dir(args) / "checkpoint.pt"
+    save_run(run, path)
+    print(f"checkpoint: {path}")
+    _print_run(run, "egmn" if config.point_mass else "egmn-no-p0")
+
+
+def _evaluation(run: EGMNRun, references: dict[str, dict[str, float]]) -> Evaluation:
+    return Evaluation(
+        split="test",
+        date=run.window.test_date,
+        rows=run.window.rows_test,
+        metrics=served_metrics(run),
+        references=references,
+        notes=metric_notes(),
+    )
+
+
+def _extras(run: EGMNRun) -> dict[str, float | str | list[float]]:
+    extras: dict[str, float | str | list[float]] = {
+        "label_scale_s": run.config.label_scale,
+        "n_gaussians": float(run.config.n_gaussians),
+        "point_mass": "yes" if run.config.point_mass else "no",
+        "calibrated": "yes" if run.calibration is not None else "no",
+        "best_epoch": float(run.history.best_epoch + 1),
+        "train_config": repr(run.config.as_dict()),
+    }
+    if run.calibration is not None:
+        extras.update(run.calibration.summary())
+    return extras
+
+
+def _write(
+    run: EGMNRun, out: Path, version: str, references: dict[str, dict[str, float]]
+) -> Manifest:
+    return write_model_dir(
+        out,
+        run.serving(calibrated=True),
+        run.fitted,
+        name="egmn",
+        version=version,
+        window=run.window,
+        evaluation=_evaluation(run, references),
+        extras=_extras(run),
+        description=(
+            "EGMN: exponential + 10 truncated Gaussians"
+            + (" + point mass at 0" if run.config.point_mass else "")
+            + (", calibrated on the validation day" if run.calibration is not None else "")
+        ),
+    )
+
+
+def export(args: argparse.Namespace) -> None:
+    """Model directory from a saved checkpoint."""
+    run = load_run(_run_dir(args) / "checkpoint.pt")
+    out = args.out if args.out is not None else ROOT / "models" / args.model / args.version
+    references = {k: v for k, v in run.metrics.items() if k != "calibrated"}
+    manifest = _write(run, out, args.version, references)
+    print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Score an exported directory on the test day through the serving path only."""
+    model = ExportedModel(args.model_dir)
+    split = split_by_day(load_joined(args.data_dir))
+    start = time.perf_counter()
+    columns = raw_columns(split.test, model.manifest.source_columns())
+    dist = model.distribution(columns)
+    metrics = evaluate_distribution(dist, labels(split.test), model.manifest.quick_skip_threshold_s)
+    print(f"scored {len(split.test)} rows in {time.perf_counter() - start:.1f} s")
+    rows = {f"{model.manifest.name}/{model.manifest.version} (onnx)": metrics}
+    if model.manifest.evaluation is not None:
+        rows["manifest"] = model.manifest.evaluation.metrics
+        rows.update(model.manifest.evaluation.references)
+    print(metrics_table(rows))
+
+
+def build_all(args: argparse.Namespace) -> None:
+    """Every shipped model: EGMN with the atom (shipped) and without it (for the report)."""
+    start = time.perf_counter()
+    prepared = prepare(args.data_dir)
+    baseline = baseline_metrics(prepared)
+    progress = not args.quiet
+    with_p0 = run_egmn(prepared, TrainConfig(point_mass=True), progress=progress)
+    without_p0 = run_egmn(prepared, TrainConfig(point_mass=False), progress=progress)
+    references = {
+        "egmn uncalibrated": with_p0.metrics["uncalibrated"],
+        "egmn-no-p0 calibrated": without_p0.metrics["calibrated"],
+        "egmn-no-p0 uncalibrated": without_p0.metrics["uncalibrated"],
+        BASELINE: baseline,
+    }
+    out = args.models_dir / "egmn" / "1"
+    manifest = _write(with_p0, out, "1", references)
+    rows = {"egmn calibrated (shipped)": manifest.evaluation.metrics if manifest.evaluation else {}}
+    rows.update(references)
+    elapsed = time.perf_counter() - start
+    write_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0, elapsed)
+    print(f"\nwrote {out}; test day {with_p0.window.test_date} ({with_p0.window.rows_test} rows)")
+    print(metrics_table(rows))
+    print(f"build-all took {elapsed:.0f} s")
