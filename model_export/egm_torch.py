@@ -59,10 +59,12 @@ def cdf(params: EGMParams, y: torch.Tensor) -> torch.Tensor:
     yc = y.unsqueeze(1)
     w = torch.exp(params.log_w_continuous)
     expo = -torch.expm1(-params.lam * y)
-    # Survival ratio in logs: stays finite where mu << 0 makes both tails underflow.
-    log_sf = torch.special.log_ndtr((params.mu - yc) / params.sigma) - torch.special.log_ndtr(
-        params.mu / params.sigma
-    )
+    # Survival ratio in logs: stays finite where mu << 0 makes both tails underflow. The
+    # standardized points are clipped to [-1e3, 30]: above 30 the float32 tail is exactly 1,
+    # and far below, a collapsed (tiny-sigma) component would overflow log_ndtr's gradient.
+    lo = (params.mu / params.sigma).clamp(-1e3, 30.0)
+    hi = ((params.mu - yc) / params.sigma).clamp(-1e3, 30.0)
+    log_sf = torch.special.log_ndtr(hi) - torch.special.log_ndtr(lo)
     gauss = -torch.expm1(log_sf.clamp_max(0.0))
     out = w[:, 0] * expo + (w[:, 1:] * gauss).sum(dim=1)
     if params.point_mass:

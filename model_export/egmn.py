@@ -113,12 +113,13 @@ class Calibration(nn.Module):
 
     def summary(self) -> dict[str, float | list[float]]:
         """The fitted constants, for the manifest's informational extras."""
-        return {
-            "calibration_lambda_scale": float(torch.exp(self.log_lambda_scale)),
-            "calibration_sigma_scale": [float(v) for v in torch.exp(self.log_sigma_scale)],
-            "calibration_weight_temperature": float(torch.exp(self.log_temperature)),
-            "calibration_weight_bias": [float(v) for v in self.weight_bias],
-        }
+        with torch.no_grad():
+            return {
+                "calibration_lambda_scale": float(torch.exp(self.log_lambda_scale)),
+                "calibration_sigma_scale": [float(v) for v in torch.exp(self.log_sigma_scale)],
+                "calibration_weight_temperature": float(torch.exp(self.log_temperature)),
+                "calibration_weight_bias": [float(v) for v in self.weight_bias],
+            }
 
 
 class ServingEGMN(nn.Module):

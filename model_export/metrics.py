@@ -7,6 +7,8 @@ Definitions (stored next to the numbers in the manifest):
 - ``nll``: mean of ``-log p(y)``, density in 1/s; with a point mass at 0, a label of exactly 0
   scores ``-log P(T = 0)`` (mixed measure), so NLLs with and without the atom differ by
   construction on those rows.
+- ``nll_positive``: the same over labels above 0 only, a density on both sides, so models
+  with and without the atom compare there.
 - ``crps``: ``integral (F(t) - 1{t >= y})^2 dt``, per row by trapezoid on a row-specific grid.
 - ``coverage_q``: share of labels at or below the predicted q-quantile (ideal: q).
 - ``quick_skip_auc`` / ``quick_skip_brier``: of ``P(T <= threshold)`` against ``y <= threshold``.
@@ -26,6 +28,7 @@ METRIC_NOTES = {
     "mae_median": "mean |median - y|",
     "xauc_mean": "XAUC of expected_watch_time_s (exact mean)",
     "nll": "mean -log p(y), density per second; y == 0 with an atom scores -log p0",
+    "nll_positive": "mean -log density over rows with y > 0 (comparable with and without atom)",
     "crps": "mean integral (F(t) - 1{t >= y})^2 dt, seconds",
     "coverage_q": "share of y <= predicted q-quantile",
     "quick_skip": "P(T <= threshold) vs 1{y <= threshold}: ROC AUC (ties 1/2) and Brier",
@@ -125,6 +128,7 @@ def evaluate_distribution(dist: EGM, y: np.ndarray, threshold_s: float = 3.0) ->
     mean = dist.mean()
     median = dist.icdf(0.5)
     qs = dist.quick_skip_prob(threshold_s)
+    log_p = dist.log_prob(y[:, None])[:, 0]
     skip = y <= threshold_s
     out = {
         "mae_point": mae(point, y),
@@ -132,7 +136,8 @@ def evaluate_distribution(dist: EGM, y: np.ndarray, threshold_s: float = 3.0) ->
         "mae_median": mae(median, y),
         "mae_mean": mae(mean, y),
         "xauc_mean": xauc(mean, y),
-        "nll": float(-np.mean(dist.log_prob(y[:, None])[:, 0])),
+        "nll": float(-np.mean(log_p)),
+        "nll_positive": float(-np.mean(log_p[y > 0])),
         "crps": crps(dist, y),
         **coverage(dist, y, (0.1, 0.5, 0.9)),
         "quick_skip_auc": roc_auc(qs, skip),

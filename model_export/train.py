@@ -224,4 +224,6 @@ def fit_calibration(
         loss.backward()
         optimizer.step()
     calibration.eval()
+    if not all(bool(torch.isfinite(p).all()) for p in calibration.parameters()):
+        raise RuntimeError("calibration diverged (non-finite parameters)")
     return calibration
