@@ -131,3 +131,24 @@ def test_shipped_model_reproduces_its_manifest_and_meets_the_bar(split: object) 
     assert got["xauc_point"] >= base["xauc_point"] + 0.04
     for level in (0.1, 0.5, 0.9):
         assert abs(got[f"coverage_{level:g}"] - level) <= 0.03
+
+
+def test_json_like_columns_encode_like_the_training_path(split: object) -> None:
+    """Rows as a client sends them (lists with null) give the tensors training used."""
+    from service.runtime.features import encode_features
+
+    model = ExportedModel(SHIPPED)
+    rows: pd.DataFrame = split.test.iloc[:500]  # type: ignore[attr-defined]
+    sources = model.manifest.source_columns()
+    training_path = encode_features(model.manifest, raw_columns(rows, sources))
+    as_json = {
+        name: np.array(
+            [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in rows[name]],
+            dtype=object,
+        )
+        for name in sources
+    }
+    serving_path = encode_features(model.manifest, as_json)
+    for name, tensor in training_path.items():
+        np.testing.assert_array_equal(serving_path[name], tensor)
+    assert (training_path["categorical"] == 0).any()  # some missing values were exercised

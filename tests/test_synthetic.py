@@ -1,7 +1,7 @@
 """EGMN on synthetic logs whose true density is known: it must come close to the truth.
 
-Reached on this machine (2 cores): faithful EGMN loss (alpha 0.1, beta 1) about 0.09-0.12
-nats per row above the true density's NLL, pure likelihood (alpha = beta = 0) about 0.05. The
+Reached on a 2-core machine (10,000 held-out rows): faithful EGMN loss (alpha 0.1, beta 1)
+0.091 nats per row above the true density's NLL, pure likelihood (alpha = beta = 0) 0.022. The
 L1 term pulls the paper's point towards the median and so costs some likelihood by design.
 For scale: scoring each row with another row's true density costs about 0.6 nats.
 """
@@ -57,7 +57,7 @@ def test_sampler_matches_a_single_truncated_gaussian() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("alpha", "beta", "max_gap"), [(0.1, 1.0, 0.15), (0.0, 0.0, 0.08)])
+@pytest.mark.parametrize(("alpha", "beta", "max_gap"), [(0.1, 1.0, 0.15), (0.0, 0.0, 0.06)])
 def test_egmn_comes_close_to_the_true_density(alpha: float, beta: float, max_gap: float) -> None:
     train, validation, test = (
         generate(30_000, seed=1),
