@@ -219,8 +219,3 @@ def load_run(path: Path) -> EGMNRun:
 def metric_notes() -> dict[str, str]:
     """Definitions stored with the numbers."""
     return dict(METRIC_NOTES)
-
-
-def rows_of(split: Split) -> dict[str, int]:
-    """Row counts per day range (for logs)."""
-    return {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)}
