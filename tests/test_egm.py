@@ -302,3 +302,17 @@ def test_missing_parameter_is_refused() -> None:
     del params["sigma"]
     with pytest.raises(ParameterError):
         EGM.from_params(params)
+
+
+def test_small_level_under_a_half_normal_at_zero() -> None:
+    """A level far below the grid: the search must not stop on a small bisection step."""
+    params = {
+        "lambda": np.array([1 / 64]),
+        "weights": np.array([[1 / 17, 0.0, 16 / 17]]),
+        "mu": np.zeros((1, 2)),
+        "sigma": np.array([[1.0, 0.5]]),
+    }
+    dist = EGM.from_params(params)
+    level = 6.587e-4
+    ref = Reference(params, 0).ppf(level)
+    assert dist.icdf(level)[0] == pytest.approx(ref, rel=1e-6)
