@@ -36,33 +36,10 @@ from service.distributions.special import (
     LOG_SQRT_2PI,
     SQRT2,
     erfcx_nonneg,
-    mills_ratio,
     norm_tail,
+    trunc_mean_shift,
+    trunc_var_factor,
 )
-
-# Above this ``a`` the truncated normal's mean shift and variance are taken from their
-# asymptotic series, where the direct forms lose digits to cancellation.
-_A_SERIES = 100.0
-
-
-def _mean_shift(a: FloatArray) -> FloatArray:
-    """M(a) - a, with M the inverse Mills ratio: the truncated mean is ``sigma * (M(a) - a)``."""
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        direct = mills_ratio(np.minimum(a, _A_SERIES)) - np.minimum(a, _A_SERIES)
-        e = 1.0 / np.maximum(a, _A_SERIES) ** 2
-        series = (1.0 + e * (-2.0 + e * (10.0 + e * (-74.0 + e * 706.0)))) / np.maximum(
-            a, _A_SERIES
-        )
-    return np.where(a > _A_SERIES, series, direct)
-
-
-def _var_factor(a: FloatArray, shift: FloatArray) -> FloatArray:
-    """Var/sigma**2 of the normal truncated below at ``a``: ``1 - (M - a) * M``."""
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        direct = 1.0 - shift * (shift + a)
-        e = 1.0 / np.maximum(a, _A_SERIES) ** 2
-        series = e * (1.0 + e * (-6.0 + e * (50.0 - e * 518.0)))
-    return np.maximum(np.where(a > _A_SERIES, series, direct), 0.0)
 
 
 class EGM(Distribution):
@@ -156,9 +133,9 @@ class EGM(Distribution):
     # ----- moments ----------------------------------------------------------------------
 
     def _component_moments(self) -> tuple[FloatArray, FloatArray]:
-        shift = _mean_shift(self.a)
+        shift = trunc_mean_shift(self.a)
         mean_k = self.sigma * shift
-        var_k = self.sigma**2 * _var_factor(self.a, shift)
+        var_k = self.sigma**2 * trunc_var_factor(self.a, shift)
         return mean_k, var_k
 
     def mean(self) -> FloatArray:

@@ -36,10 +36,10 @@ from service.distributions.special import (
     ndtri,
     norm_logpdf,
     norm_pdf,
+    trunc_mean_shift,
+    trunc_var_factor,
 )
 
-# Beyond this truncation point the direct forms lose more digits than the series.
-_B_SERIES = 100.0
 _TINY = float(np.finfo(np.float64).tiny)
 
 
@@ -51,27 +51,6 @@ def _huge_z() -> np.errstate:
     intermediate branches they then discard.
     """
     return np.errstate(over="ignore", invalid="ignore", under="ignore")
-
-
-def _trunc_shift(b: FloatArray) -> FloatArray:
-    """``M(b) - b``: the mean of a standard normal truncated below at ``b``, minus ``b``."""
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        bd = np.minimum(b, _B_SERIES)
-        direct = mills_ratio(bd) - bd
-        bs = np.maximum(b, _B_SERIES)
-        e = 1.0 / (bs * bs)
-        series = (1.0 + e * (-2.0 + e * (10.0 + e * (-74.0 + e * 706.0)))) / bs
-    return np.where(b > _B_SERIES, series, direct)
-
-
-def _trunc_var(b: FloatArray, shift: FloatArray) -> FloatArray:
-    """Variance of a standard normal truncated below at ``b``: ``1 - (M - b) M``."""
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        direct = 1.0 - shift * (shift + b)
-        bs = np.maximum(b, _B_SERIES)
-        e = 1.0 / (bs * bs)
-        series = e * (1.0 + e * (-6.0 + e * (50.0 - e * 518.0)))
-    return np.clip(np.where(b > _B_SERIES, series, direct), 0.0, 1.0)
 
 
 class Normal(Distribution):
@@ -109,12 +88,12 @@ class Normal(Distribution):
         with _huge_z():
             b = -self.loc / self.scale
             p_pos = ndtr(-b)
-            shift = _trunc_shift(b)
+            shift = trunc_mean_shift(b)
             # For b < 0 (loc > 0) loc + scale*M(b) keeps loc's digits; scale*(M(b) - b)
             # is the cancellation-free form where b is large.
             near = self.loc + self.scale * mills_ratio(np.minimum(b, 0.0))
             cond_mean = np.where(b < 0, near, self.scale * shift)
-            cond_var = self.scale**2 * _trunc_var(b, shift)
+            cond_var = self.scale**2 * trunc_var_factor(b, shift)
         return p_pos, cond_mean, cond_var
 
     def mean(self) -> FloatArray:

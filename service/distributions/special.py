@@ -202,6 +202,43 @@ def mills_ratio(a: npt.ArrayLike) -> FloatArray:
     return SQRT_2_OVER_PI / erfcx(np.asarray(a, dtype=np.float64) / SQRT2)
 
 
+# Beyond this truncation point (in standard units) the truncated normal's moments come
+# from their asymptotic series, where the direct forms lose digits to cancellation.
+_TRUNC_SERIES = 100.0
+
+
+def trunc_mean_shift(a: npt.ArrayLike) -> FloatArray:
+    """``M(a) - a``: the mean of a standard normal truncated below at ``a``, minus ``a``.
+
+    ``M`` is the inverse Mills ratio. For large ``a`` both terms approach ``a`` and the
+    difference (about ``1/a``) comes from the series ``1/a - 2/a**3 + 10/a**5 - ...``.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ad = np.minimum(a, _TRUNC_SERIES)
+        direct = mills_ratio(ad) - ad
+        big = np.maximum(a, _TRUNC_SERIES)
+        e = 1.0 / (big * big)
+        series = (1.0 + e * (-2.0 + e * (10.0 + e * (-74.0 + e * 706.0)))) / big
+    return np.where(a > _TRUNC_SERIES, series, direct)
+
+
+def trunc_var_factor(a: npt.ArrayLike, shift: npt.ArrayLike) -> FloatArray:
+    """Variance of a standard normal truncated below at ``a``: ``1 - (M - a) M``.
+
+    ``shift`` is :func:`trunc_mean_shift` of ``a``; for large ``a`` the variance (about
+    ``1/a**2``) comes from its series.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    shift = np.asarray(shift, dtype=np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        direct = 1.0 - shift * (shift + a)
+        big = np.maximum(a, _TRUNC_SERIES)
+        e = 1.0 / (big * big)
+        series = e * (1.0 + e * (-6.0 + e * (50.0 - e * 518.0)))
+    return np.clip(np.where(a > _TRUNC_SERIES, series, direct), 0.0, 1.0)
+
+
 _ICDF_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
            1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
 _ICDF_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
