@@ -1,0 +1,132 @@
+"""The FastAPI application: routes, error handlers, and the model lifecycle in its lifespan.
+
+Models are loaded and warmed up in the lifespan start-up, before uvicorn binds the port, so a
+process that accepts connections is ready unless it is shutting down. On SIGTERM/SIGINT the
+readiness flag drops at once (the handler uvicorn installs is wrapped, not replaced), while
+uvicorn lets the requests in flight finish before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.config import Settings, load_settings
+from service.protocol.errors import install_error_handlers
+from service.protocol.native import router as native_router
+from service.protocol.schemas import request_examples
+from service.runtime.repository import (
+    ModelRepository,
+    SessionConfig,
+    example_columns,
+    load_repository,
+)
+from service.runtime.state import ServiceState
+
+log = logging.getLogger("watchtime.app")
+
+PREDICT_PATHS = (
+    "/v1/predict",
+    "/v1/models/{name}/predict",
+    "/v1/models/{name}/versions/{version}/predict",
+)
+
+
+def _chain_shutdown_signals(state: ServiceState) -> None:
+    """Make SIGTERM/SIGINT drop readiness first, then do what the installed handler does."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            state.begin_shutdown()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                raise SystemExit(128 + signum)
+
+        signal.signal(sig, handler)
+
+
+def _load(settings: Settings) -> ModelRepository:
+    config = SessionConfig(settings.intra_op_threads, settings.inter_op_threads)
+    return load_repository(
+        settings.model_repository, config, settings.default_model, settings.warmup_rows
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    repository: ModelRepository | None = None,
+    *,
+    handle_signals: bool = True,
+) -> FastAPI:
+    """The application; ``repository`` (tests) skips loading from ``settings.model_repository``.
+
+    ``handle_signals=False`` leaves the process's signal handlers alone (an embedding host, or
+    a test process, owns them).
+
+    With no arguments (uvicorn's factory mode, used for every worker process) the settings
+    come from the ``WATCHTIME_*`` environment, which ``python -m service`` fills from its
+    command line.
+    """
+    settings = settings if settings is not None else load_settings()
+    state = ServiceState()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if handle_signals:
+            _chain_shutdown_signals(state)
+        loaded = repository if repository is not None else await run_in_threadpool(_load, settings)
+        state.set_repository(loaded)
+        log.info("ready: %d model(s), default %s", len(loaded), loaded.default_name)
+        yield
+        state.begin_shutdown()
+
+    app = FastAPI(
+        title="watchtime",
+        summary="Short-video watch time as a predictive distribution",
+        description=(
+            "Per candidate row: expected watch time, point prediction, spread, quick-skip "
+            "probability, quantiles and interval masses, all in seconds."
+        ),
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(native_router)
+    _examples_from_default_model(app, state)
+    return app
+
+
+def _examples_from_default_model(app: FastAPI, state: ServiceState) -> None:
+    """Fill the predict examples of ``/openapi.json`` with columns the default model reads."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = base_openapi()
+        repository = state.repository
+        if repository is None or getattr(app.state, "examples_filled", False):
+            return schema
+        model = repository.default()
+        columns = example_columns(model, 2)
+        features = {name: col.tolist() for name, col in columns.items()}
+        examples = request_examples(features)
+        for path in PREDICT_PATHS:
+            body = schema["paths"][path]["post"]["requestBody"]
+            body["content"]["application/json"]["examples"] = examples
+        app.state.examples_filled = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

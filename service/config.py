@@ -1,0 +1,99 @@
+"""Service configuration: environment variables ``WATCHTIME_*``, overridden by CLI options.
+
+One pydantic-settings class holds every knob so that a value is validated once, at start-up,
+with a message naming the variable; a bad value stops the process before it binds a port
+instead of surfacing as a confusing failure under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "WATCHTIME_"
+
+
+class ConfigError(Exception):
+    """A configuration the service cannot start with; ``str()`` is one readable line."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; each field ``x`` is the variable ``WATCHTIME_X``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="address to bind")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    model_repository: Path = Field(
+        default=Path("models"), description="directory holding <name>/<version>/ model dirs"
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="model served by /v1/predict; default: the only name, else the first sorted",
+    )
+    max_request_rows: int = Field(default=10_000, ge=1, description="rows per request (413)")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="request body size (413)"
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads inside one operator (0: its default)"
+    )
+    inter_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads across operators (0: its default)"
+    )
+    warmup_rows: int = Field(default=64, ge=1, description="batch size of the warm-up runs")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with explicit ``overrides`` on top; ConfigError if bad."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if not settings.model_repository.is_dir():
+        raise ConfigError(
+            f"{ENV_PREFIX}MODEL_REPOSITORY={str(settings.model_repository)!r}: not a directory"
+        )
+    return settings
+
+
+def parse_cli(argv: Sequence[str] | None = None) -> Settings:
+    """Settings for ``python -m service``: CLI options win over ``WATCHTIME_*`` variables."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve watch-time distributions from the ONNX models of a model repository.",
+    )
+    parser.add_argument("--host", help="address to bind (WATCHTIME_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", help="TCP port (WATCHTIME_PORT, default 8000)")
+    parser.add_argument("--workers", help="worker processes (WATCHTIME_WORKERS, default 1)")
+    parser.add_argument(
+        "--model-repository",
+        help="model repository directory (WATCHTIME_MODEL_REPOSITORY, default models/)",
+    )
+    args = parser.parse_args(argv)
+    return load_settings(**vars(args))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``WATCHTIME_*`` variables, so worker processes rebuild the same ones."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[ENV_PREFIX + name.upper()] = str(value)
+    return env

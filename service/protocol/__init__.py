@@ -1,0 +1,1 @@
+"""HTTP: the native and Open Inference Protocol routes, request decoding, response encoding."""

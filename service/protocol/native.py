@@ -1,0 +1,447 @@
+"""The native JSON API: ``/v1`` prediction and model routes, ``/healthz``, ``/readyz``.
+
+A request body is parsed by orjson (which refuses ``NaN``/``Infinity`` literals, as JSON
+does) and turned into one numpy array per feature column without any Python loop over rows
+for the columnar form; the row form is transposed column by column with C-level iteration.
+All of decoding, inference and encoding run in a worker thread, so that a large batch does
+not stall the event loop for the other connections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from operator import itemgetter
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.protocol.errors import (
+    ApiError,
+    from_feature_error,
+    from_invalid_input,
+    from_unknown_model,
+    invalid,
+)
+from service.protocol.schemas import (
+    ErrorBody,
+    HealthBody,
+    ModelList,
+    PredictResponse,
+    ReadyBody,
+    predict_request_body,
+)
+from service.runtime.features import FeatureError
+from service.runtime.inference import InvalidInput, Prediction, PredictOptions, predict
+from service.runtime.repository import LoadedModel, ModelRepository, UnknownModelError
+from service.runtime.state import ServiceState
+
+NATIVE_STATUS = 422
+"""Status of invalid input on the native routes (the v2 routes use 400)."""
+
+ALLOWED_KEYS = frozenset(
+    {"features", "instances", "quantiles", "intervals", "quick_skip_threshold_s", "return_params"}
+)
+
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+_bad_scalar = np.frompyfunc(
+    lambda v: not (v is None or isinstance(v, (bool, int, float, str))), 1, 1
+)
+_is_str = np.frompyfunc(lambda v: isinstance(v, str), 1, 1)
+
+
+# --------------------------------------------------------------------------- request body
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body of {declared} bytes exceeds {limit}", code="too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body exceeds {limit} bytes", code="too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson parse; NaN/Infinity literals and trailing garbage are malformed JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            NATIVE_STATUS, f"body: malformed JSON: {exc}", code="malformed_json", field="body"
+        ) from None
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _first_row(values: list[Any], predicate: Any) -> int | None:
+    """Index of the first value matching ``predicate``; only ever called on an error path."""
+    return next((i for i, v in enumerate(values) if predicate(v)), None)
+
+
+def column_array(field: str, values: Any, kind: str, status: int) -> np.ndarray:
+    """One JSON column as a 1-D numpy array, or an error naming the row with a wrong value.
+
+    ``kind`` is "number" or "string": what the manifest's features read from the column. A
+    number column must not hold text; a string column accepts integers as their decimal text.
+    """
+    if not isinstance(values, list):
+        raise invalid(status, field, f"expected a list of values, got {type(values).__name__}")
+    try:
+        arr = np.array(values)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is None or arr.ndim != 1:
+        row = _first_row(values, lambda v: isinstance(v, (list, dict)))
+        raise invalid(status, field, "expected a scalar or null in every row", row)
+    if arr.dtype.kind == "O":
+        bad = np.asarray(_bad_scalar(arr), dtype=bool)
+        if bad.any():
+            row = int(np.argmax(bad))
+            got = type(values[row]).__name__
+            raise invalid(status, field, f"expected a scalar or null, got {got}", row)
+        if kind == "number":
+            text = np.asarray(_is_str(arr), dtype=bool)
+            if text.any():
+                row = int(np.argmax(text))
+                raise invalid(status, field, f"expected a number or null, got {values[row]!r}", row)
+    elif arr.dtype.kind in "US" and kind == "number":
+        row = _first_row(values, lambda v: isinstance(v, str))
+        shown = values[row] if row is not None else None
+        raise invalid(status, field, f"expected a number or null, got {shown!r}", row)
+    return arr
+
+
+def columnar(
+    model: LoadedModel, features: Any, max_rows: int, status: int, prefix: str = "features"
+) -> tuple[dict[str, np.ndarray], int]:
+    """Arrays of the columns the model reads from a ``{"name": [...], ...}`` object."""
+    if not isinstance(features, dict):
+        raise invalid(status, prefix, "expected an object of feature columns")
+    first: str | None = None
+    n = 0
+    for source in model.sources:
+        if source not in features:
+            raise invalid(status, f"{prefix}.{source}", "required feature column is missing")
+        values = features[source]
+        if not isinstance(values, list):
+            got = type(values).__name__
+            raise invalid(status, f"{prefix}.{source}", f"expected a list of values, got {got}")
+        if first is None:
+            first, n = source, len(values)
+            if n > max_rows:
+                raise ApiError(
+                    413,
+                    f"{prefix}: {n} rows exceed the limit of {max_rows} per request",
+                    code="too_large",
+                    field=prefix,
+                )
+        elif len(values) != n:
+            raise invalid(
+                status,
+                f"{prefix}.{source}",
+                f"column has {len(values)} rows but {first!r} has {n}",
+                min(n, len(values)),
+            )
+    columns = {
+        source: column_array(f"{prefix}.{source}", features[source], kind, status)
+        for source, kind in model.source_kinds.items()
+    }
+    return columns, n
+
+
+def rows_to_columns(
+    model: LoadedModel, instances: Any, max_rows: int, status: int, prefix: str = "instances"
+) -> tuple[dict[str, np.ndarray], int]:
+    """Arrays of the model's columns from a ``[{"name": value, ...}, ...]`` list of rows."""
+    if not isinstance(instances, list):
+        raise invalid(status, prefix, "expected a list of row objects")
+    n = len(instances)
+    if n > max_rows:
+        raise ApiError(
+            413,
+            f"{prefix}: {n} rows exceed the limit of {max_rows} per request",
+            code="too_large",
+            field=prefix,
+        )
+    row = _first_row(instances, lambda v: not isinstance(v, dict)) if n else None
+    if row is not None:
+        raise invalid(status, prefix, "expected an object of feature values", row)
+    columns: dict[str, np.ndarray] = {}
+    for source, kind in model.source_kinds.items():
+        try:
+            values = list(map(itemgetter(source), instances))
+        except KeyError:
+            missing = _first_row(instances, lambda v, s=source: s not in v)
+            raise invalid(
+                status, f"{prefix}.{source}", "required feature is missing", missing
+            ) from None
+        columns[source] = column_array(f"{prefix}.{source}", values, kind, status)
+    return columns, n
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _number(field: str, value: Any, status: int) -> float:
+    if not _is_number(value):
+        raise invalid(status, field, f"expected a number, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise invalid(status, field, "expected a finite number")
+    return result
+
+
+def options_from(doc: Mapping[str, Any], status: int) -> PredictOptions:
+    """Validated PredictOptions from the optional request fields."""
+    quantiles = doc.get("quantiles")
+    levels: list[float] | None = None
+    if quantiles is not None:
+        if not isinstance(quantiles, list):
+            raise invalid(status, "quantiles", "expected a list of levels in (0, 1)")
+        levels = [_number(f"quantiles[{i}]", q, status) for i, q in enumerate(quantiles)]
+    intervals = doc.get("intervals")
+    pairs: list[tuple[float, float | None]] | None = None
+    if intervals is not None:
+        if not isinstance(intervals, list):
+            raise invalid(status, "intervals", "expected a list of [lo, hi] pairs")
+        pairs = []
+        for i, pair in enumerate(intervals):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise invalid(status, f"intervals[{i}]", "expected [lo, hi] (hi may be null)")
+            lo = _number(f"intervals[{i}][0]", pair[0], status)
+            hi = None if pair[1] is None else _number(f"intervals[{i}][1]", pair[1], status)
+            pairs.append((lo, hi))
+    threshold = doc.get("quick_skip_threshold_s")
+    if threshold is not None:
+        threshold = _number("quick_skip_threshold_s", threshold, status)
+    return_params = doc.get("return_params", False)
+    if not isinstance(return_params, bool):
+        raise invalid(status, "return_params", f"expected true or false, got {return_params!r}")
+    try:
+        return PredictOptions.create(levels, pairs, threshold, return_params)
+    except InvalidInput as exc:
+        raise from_invalid_input(exc, status) from None
+
+
+def decode_request(
+    model: LoadedModel, body: bytes, max_rows: int
+) -> tuple[dict[str, np.ndarray], PredictOptions]:
+    """Columns and options of a native predict request, or a 4xx ApiError."""
+    doc = parse_json(body)
+    if not isinstance(doc, dict):
+        raise invalid(NATIVE_STATUS, "body", "expected a JSON object")
+    unknown = sorted(set(doc) - ALLOWED_KEYS)
+    if unknown:
+        raise invalid(NATIVE_STATUS, unknown[0], f"unknown field; allowed: {sorted(ALLOWED_KEYS)}")
+    if ("features" in doc) == ("instances" in doc):
+        raise invalid(
+            NATIVE_STATUS,
+            "features",
+            "send exactly one of features (columnar) or instances (rows)",
+        )
+    options = options_from(doc, NATIVE_STATUS)
+    if "features" in doc:
+        columns, _ = columnar(model, doc["features"], max_rows, NATIVE_STATUS)
+    else:
+        columns, _ = rows_to_columns(model, doc["instances"], max_rows, NATIVE_STATUS)
+    return columns, options
+
+
+# --------------------------------------------------------------------------- response
+
+
+def encode_prediction(model: LoadedModel, result: Prediction, options: PredictOptions) -> bytes:
+    """The response body: numpy arrays straight into orjson, no Python object per row."""
+    c = np.ascontiguousarray  # orjson serializes only C-contiguous arrays (a no-op if already)
+    body: dict[str, Any] = {
+        "model": model.name,
+        "version": model.version,
+        "family": model.manifest.family,
+        "n": result.n,
+        "expected_watch_time_s": c(result.mean),
+        "point_s": c(result.point),
+        "std_s": c(result.std),
+        "quick_skip_threshold_s": result.quick_skip_threshold_s,
+        "quick_skip_prob": c(result.quick_skip_prob),
+    }
+    if result.quantiles is not None and options.quantiles is not None:
+        body["quantiles"] = {"levels": options.quantiles, "values_s": c(result.quantiles)}
+    if result.interval_mass is not None and options.intervals is not None:
+        edges = [[lo, hi if math.isfinite(hi) else None] for lo, hi in options.intervals.tolist()]
+        body["intervals"] = {"edges_s": edges, "mass": c(result.interval_mass)}
+    if result.params is not None:
+        body["params"] = {k: c(v) for k, v in result.params.items()}
+    return orjson.dumps(body, option=JSON_OPTIONS)
+
+
+def handle_predict(model: LoadedModel, body: bytes, max_rows: int) -> bytes:
+    """The whole synchronous path of one request: decode, predict, encode (run in a thread)."""
+    columns, options = decode_request(model, body, max_rows)
+    try:
+        result = predict(model, columns, options)
+    except FeatureError as exc:
+        raise from_feature_error(exc, NATIVE_STATUS, "features") from None
+    except InvalidInput as exc:
+        raise from_invalid_input(exc, NATIVE_STATUS) from None
+    return encode_prediction(model, result, options)
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def service_state(request: Request) -> ServiceState:
+    state = request.app.state.service
+    assert isinstance(state, ServiceState)
+    return state
+
+
+def serving_repository(request: Request) -> ModelRepository:
+    """The repository, or 503 while the models are not loaded yet."""
+    repository = service_state(request).repository
+    if repository is None:
+        raise ApiError(503, "models are not loaded yet", code="not_ready")
+    return repository
+
+
+def resolve(request: Request, name: str | None, version: str | None = None) -> LoadedModel:
+    repository = serving_repository(request)
+    try:
+        return repository.default() if name is None else repository.get(name, version)
+    except UnknownModelError as exc:
+        raise from_unknown_model(exc) from None
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def model_summary(model: LoadedModel, default: bool) -> dict[str, Any]:
+    manifest = model.manifest
+    return {
+        "name": model.name,
+        "version": model.version,
+        "family": manifest.family,
+        "description": manifest.description,
+        "default": default,
+        "quick_skip_threshold_s": manifest.quick_skip_threshold_s,
+        "feature_columns": model.sources,
+    }
+
+
+Version = Annotated[str, Path(pattern=r"^[0-9]+$", description="a model version number")]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown model"},
+    413: {"model": ErrorBody, "description": "body or row count over the limit"},
+    422: {"model": ErrorBody, "description": "malformed or invalid input: field and row named"},
+    503: {"model": ErrorBody, "description": "models not loaded yet"},
+}
+
+router = APIRouter()
+
+
+async def _predict(request: Request, name: str | None, version: str | None) -> Response:
+    model = resolve(request, name, version)
+    settings = request.app.state.settings
+    body = await read_body(request, settings.max_body_bytes)
+    out = await run_in_threadpool(handle_predict, model, body, settings.max_request_rows)
+    return Response(out, media_type="application/json")
+
+
+PREDICT_DOC = {
+    "response_model": None,
+    "responses": {200: {"model": PredictResponse}, **ERRORS},
+    "openapi_extra": predict_request_body(),
+    "tags": ["predict"],
+}
+
+
+@router.post("/v1/predict", summary="Predict with the default model", **PREDICT_DOC)  # type: ignore[arg-type]
+async def predict_default(request: Request) -> Response:
+    """Watch-time distribution summaries for a batch of rows, from the default model."""
+    return await _predict(request, None, None)
+
+
+@router.post("/v1/models/{name}/predict", summary="Predict with a model", **PREDICT_DOC)  # type: ignore[arg-type]
+async def predict_model(request: Request, name: str) -> Response:
+    """Watch-time distribution summaries from the highest version of model ``name``."""
+    return await _predict(request, name, None)
+
+
+@router.post(
+    "/v1/models/{name}/versions/{version}/predict",
+    summary="Predict with one model version",
+    **PREDICT_DOC,  # type: ignore[arg-type]
+)
+async def predict_model_version(request: Request, name: str, version: Version) -> Response:
+    """Watch-time distribution summaries from model ``name`` at ``version``."""
+    return await _predict(request, name, version)
+
+
+@router.get(
+    "/v1/models",
+    response_model=None,
+    responses={200: {"model": ModelList}, 503: ERRORS[503]},
+    tags=["models"],
+)
+async def list_models(request: Request) -> Response:
+    """Every loaded model and version, and which one ``/v1/predict`` serves."""
+    repository = serving_repository(request)
+    default = repository.default()
+    models = [model_summary(m, m is default) for m in repository]
+    return json_response({"default": repository.default_name, "models": models})
+
+
+def _model_detail(model: LoadedModel, repository: ModelRepository) -> Response:
+    summary = model_summary(model, model is repository.default())
+    summary["versions"] = repository.versions(model.name)
+    summary["manifest"] = model.manifest.model_dump(mode="json")
+    return json_response(summary)
+
+
+@router.get("/v1/models/{name}", response_model=None, responses=ERRORS, tags=["models"])
+async def get_model(request: Request, name: str) -> Response:
+    """A model's summary, its versions and its full manifest (feature schema included)."""
+    model = resolve(request, name)
+    return _model_detail(model, serving_repository(request))
+
+
+@router.get(
+    "/v1/models/{name}/versions/{version}", response_model=None, responses=ERRORS, tags=["models"]
+)
+async def get_model_version(request: Request, name: str, version: Version) -> Response:
+    """One model version's summary and manifest."""
+    model = resolve(request, name, version)
+    return _model_detail(model, serving_repository(request))
+
+
+@router.get("/healthz", response_model=HealthBody, tags=["health"])
+async def healthz() -> Response:
+    """Liveness: the process answers HTTP."""
+    return json_response({"live": True})
+
+
+@router.get(
+    "/readyz", response_model=ReadyBody, responses={503: {"model": ReadyBody}}, tags=["health"]
+)
+async def readyz(request: Request) -> Response:
+    """Readiness: every model loaded and warmed up, and no shutdown under way."""
+    state = service_state(request)
+    return json_response({"ready": state.ready}, 200 if state.ready else 503)

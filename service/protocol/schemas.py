@@ -1,0 +1,146 @@
+"""Pydantic models that document the HTTP bodies in the OpenAPI schema.
+
+They describe, they do not parse: the predict routes decode bodies with orjson and numpy
+directly (validating a 10,000-row request through pydantic would cost more than the model),
+so these classes only feed ``/openapi.json`` and ``/docs``. Decoding enforces the same rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = int | float | str | None
+"""A feature value: a number, a string or null (missing, filled by the manifest's rule)."""
+
+Level = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class PredictRequest(BaseModel):
+    """A batch of candidate rows, columnar (``features``) or as rows (``instances``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: dict[str, list[Scalar]] | None = Field(
+        default=None,
+        description="one list per raw feature column, all of equal length n (columnar form)",
+    )
+    instances: list[dict[str, Scalar]] | None = Field(
+        default=None, description="one object per row (row form); send this or features"
+    )
+    quantiles: list[Level] | None = Field(
+        default=None, description="quantile levels in (0, 1)", max_length=100
+    )
+    intervals: list[tuple[float, float | None]] | None = Field(
+        default=None,
+        description="intervals [lo, hi] in seconds, hi null for +infinity, lo <= hi",
+        max_length=100,
+    )
+    quick_skip_threshold_s: Annotated[float, Field(ge=0.0)] | None = Field(
+        default=None, description="P(T <= threshold) is quick_skip_prob; default: the model's"
+    )
+    return_params: bool = Field(default=False, description="add the family parameters per row")
+
+
+class QuantilesOut(BaseModel):
+    levels: list[float]
+    values_s: list[list[float]] = Field(description="per row, one value per level")
+
+
+class IntervalsOut(BaseModel):
+    edges_s: list[tuple[float, float | None]]
+    mass: list[list[float]] = Field(description="per row, P(lo <= T <= hi) per interval")
+
+
+class PredictResponse(BaseModel):
+    """Per-row numbers in request order, all in seconds."""
+
+    model: str
+    version: str
+    family: str
+    n: int
+    expected_watch_time_s: list[float] = Field(description="exact mean E[T] per row")
+    point_s: list[float] = Field(description="the model's own point prediction per row")
+    std_s: list[float] = Field(description="standard deviation of T per row")
+    quick_skip_threshold_s: float
+    quick_skip_prob: list[float] = Field(description="P(T <= quick_skip_threshold_s) per row")
+    quantiles: QuantilesOut | None = None
+    intervals: IntervalsOut | None = None
+    params: dict[str, Any] | None = Field(
+        default=None, description="family parameters per row (with return_params only)"
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every native error: what is wrong, and which field and row."""
+
+    error: str
+    code: str
+    field: str | None = None
+    row: int | None = None
+
+
+class HealthBody(BaseModel):
+    live: bool
+
+
+class ReadyBody(BaseModel):
+    ready: bool
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    family: str
+    description: str
+    default: bool
+    quick_skip_threshold_s: float
+    feature_columns: list[str]
+
+
+class ModelList(BaseModel):
+    default: str | None
+    models: list[ModelSummary]
+
+
+FALLBACK_FEATURES: dict[str, list[Scalar]] = {
+    "user_id": [12, 40],
+    "video_id": [5, 7],
+    "duration_ms": [32000, None],
+}
+
+
+def request_examples(features: dict[str, list[Scalar]]) -> dict[str, Any]:
+    """OpenAPI examples of both request forms for the given columns."""
+    n = len(next(iter(features.values()), []))
+    instances = [{k: v[i] for k, v in features.items()} for i in range(n)]
+    extras: dict[str, Any] = {
+        "quantiles": [0.1, 0.5, 0.9],
+        "intervals": [[0, 3], [3, 10], [10, None]],
+    }
+    return {
+        "columnar": {
+            "summary": "columnar rows (features)",
+            "value": {"features": features, **extras, "return_params": False},
+        },
+        "rows": {
+            "summary": "row objects (instances)",
+            "value": {"instances": instances, "quick_skip_threshold_s": 2.0},
+        },
+    }
+
+
+def predict_request_body(features: dict[str, list[Scalar]] | None = None) -> dict[str, Any]:
+    """The ``openapi_extra`` of a predict route: the request schema with examples."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": PredictRequest.model_json_schema(),
+                    "examples": request_examples(features or FALLBACK_FEATURES),
+                }
+            },
+        }
+    }

@@ -1,0 +1,221 @@
+"""One prediction: raw columns -> features -> onnxruntime -> the numbers ranking needs.
+
+Everything here is whole-batch numpy: the only per-request Python work is proportional to
+the number of columns and requested quantiles/intervals, never to the number of rows. The
+result holds numpy arrays, so the protocol layer can serialize them without building one
+Python object per row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.distributions import ParameterError
+from service.runtime.features import FeatureError, encode_features
+from service.runtime.repository import LoadedModel, ModelLoadError, example_columns
+
+FloatArray = npt.NDArray[np.float64]
+
+MAX_QUANTILES = 100
+"""Most quantile levels one request may ask for (each costs a root search per row)."""
+
+MAX_INTERVALS = 100
+"""Most intervals one request may ask for."""
+
+
+class InvalidInput(ValueError):
+    """A request value the model cannot be asked with; names the field and, if any, the row."""
+
+    def __init__(self, field: str, message: str, row: int | None = None) -> None:
+        self.field = field
+        self.row = row
+        where = field + (f", row {row}" if row is not None else "")
+        super().__init__(f"{where}: {message}")
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What to compute besides the always-present mean, point, spread and skip probability.
+
+    Build it with :meth:`create`, which validates every value; ``intervals`` holds
+    ``+inf`` for an open upper edge.
+    """
+
+    quantiles: FloatArray | None = None
+    intervals: FloatArray | None = None
+    quick_skip_threshold_s: float | None = None
+    return_params: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        quantiles: Sequence[float] | None = None,
+        intervals: Sequence[Sequence[float | None]] | None = None,
+        quick_skip_threshold_s: float | None = None,
+        return_params: bool = False,
+    ) -> PredictOptions:
+        """Validated options; InvalidInput names the offending field and index."""
+        q = None
+        if quantiles is not None:
+            if len(quantiles) > MAX_QUANTILES:
+                raise InvalidInput("quantiles", f"at most {MAX_QUANTILES} levels")
+            q = np.asarray(quantiles, dtype=np.float64).reshape(-1)
+            bad = ~((q > 0.0) & (q < 1.0))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InvalidInput(f"quantiles[{i}]", f"level {q[i]!r} is not inside (0, 1)")
+        e = None
+        if intervals is not None:
+            if len(intervals) > MAX_INTERVALS:
+                raise InvalidInput("intervals", f"at most {MAX_INTERVALS} intervals")
+            e = np.empty((len(intervals), 2), dtype=np.float64)
+            for i, pair in enumerate(intervals):
+                if len(pair) != 2:
+                    raise InvalidInput(f"intervals[{i}]", "an interval is [lo, hi]")
+                lo, hi = pair[0], pair[1]
+                if lo is None or not math.isfinite(lo):
+                    raise InvalidInput(f"intervals[{i}]", "lo must be a finite number")
+                if hi is None:
+                    hi = math.inf
+                elif not math.isfinite(hi):
+                    raise InvalidInput(f"intervals[{i}]", "hi must be a finite number or null")
+                if lo > hi:
+                    raise InvalidInput(f"intervals[{i}]", f"lo {lo!r} > hi {hi!r}")
+                e[i] = (lo, hi)
+        if quick_skip_threshold_s is not None and not (
+            math.isfinite(quick_skip_threshold_s) and quick_skip_threshold_s >= 0.0
+        ):
+            raise InvalidInput(
+                "quick_skip_threshold_s", f"{quick_skip_threshold_s!r} is not a finite number >= 0"
+            )
+        return cls(q, e, quick_skip_threshold_s, return_params)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-row results of one request, as numpy arrays in request order (seconds)."""
+
+    n: int
+    mean: FloatArray
+    point: FloatArray
+    std: FloatArray
+    quick_skip_threshold_s: float
+    quick_skip_prob: FloatArray
+    quantiles: FloatArray | None
+    interval_mass: FloatArray | None
+    params: dict[str, FloatArray] | None
+
+
+def encode(model: LoadedModel, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Model input tensors; FeatureError names a missing or malformed column (and row)."""
+    tensors = encode_features(model.manifest, columns)
+    for spec in model.manifest.inputs:
+        tensor = tensors[spec.name]
+        if tensor.dtype.kind == "f":
+            bad = ~np.isfinite(tensor)
+            if bad.any():
+                row, col = (int(i) for i in np.argwhere(bad)[0])
+                feature = spec.columns[col]
+                source = next(
+                    (f.source for f in model.manifest.features if f.name == feature), feature
+                )
+                raise FeatureError(source, "value is out of the range the model accepts", row)
+    return tensors
+
+
+def run_model(model: LoadedModel, tensors: Mapping[str, np.ndarray]) -> dict[str, FloatArray]:
+    """Family parameters (float64) from the onnxruntime session, keyed by parameter name."""
+    outs = model.session.run(model.output_names, dict(tensors))
+    return {
+        param: np.asarray(out, dtype=np.float64)
+        for param, out in zip(model.manifest.outputs, outs, strict=True)
+    }
+
+
+def _first_bad_row(params: Mapping[str, FloatArray]) -> int | None:
+    for value in params.values():
+        finite = np.isfinite(value)
+        bad = ~finite.all(axis=tuple(range(1, finite.ndim))) if finite.ndim > 1 else ~finite
+        if bad.any():
+            return int(np.argmax(bad))
+    return None
+
+
+def postprocess(
+    model: LoadedModel, params: dict[str, FloatArray], options: PredictOptions
+) -> Prediction:
+    """The served numbers from the family parameters, all vectorized over rows."""
+    bad_row = _first_bad_row(params)
+    if bad_row is not None:
+        raise InvalidInput("features", "the model gives no finite distribution here", bad_row)
+    try:
+        dist = model.family.from_params(params)
+    except ParameterError as exc:
+        raise InvalidInput("features", f"the model output is not a distribution: {exc}") from None
+    n = dist.n
+    threshold = (
+        options.quick_skip_threshold_s
+        if options.quick_skip_threshold_s is not None
+        else model.manifest.quick_skip_threshold_s
+    )
+    quantiles = None
+    if options.quantiles is not None:
+        quantiles = (
+            dist.icdf(options.quantiles)
+            if n
+            else np.empty((0, options.quantiles.size), dtype=np.float64)
+        )
+    masses = None
+    if options.intervals is not None:
+        masses = (
+            dist.interval_mass(options.intervals)
+            if n
+            else np.empty((0, options.intervals.shape[0]), dtype=np.float64)
+        )
+    return Prediction(
+        n=n,
+        mean=dist.mean(),
+        point=dist.point(),
+        std=dist.stddev(),
+        quick_skip_threshold_s=float(threshold),
+        quick_skip_prob=dist.quick_skip_prob(threshold),
+        quantiles=quantiles,
+        interval_mass=masses,
+        params=dist.params() if options.return_params else None,
+    )
+
+
+def predict(
+    model: LoadedModel, columns: Mapping[str, np.ndarray], options: PredictOptions
+) -> Prediction:
+    """Everything a request asks for, for raw request columns of equal length.
+
+    Raises FeatureError (a column the manifest cannot encode) or InvalidInput (a value the
+    model cannot answer for); both name the field and the row.
+    """
+    return postprocess(model, run_model(model, encode(model, columns)), options)
+
+
+def warm_up(model: LoadedModel, rows: int) -> None:
+    """Run the whole path once per batch shape, so the first real request is not the slow one.
+
+    onnxruntime allocates and plans lazily on the first run of a shape; the post-processor's
+    root search and numpy's kernels also pay a first-call cost. A failure here means the
+    model cannot serve, so it is reported as a load error.
+    """
+    options = PredictOptions.create(
+        quantiles=[0.1, 0.5, 0.9], intervals=[(0.0, 3.0), (3.0, None)], return_params=True
+    )
+    try:
+        for n in sorted({1, rows}):
+            result = predict(model, example_columns(model, n), options)
+            if not np.all(np.isfinite(result.mean)):
+                raise ModelLoadError("warm-up gave a non-finite expected watch time")
+    except (FeatureError, InvalidInput, ValueError) as exc:
+        raise ModelLoadError(f"warm-up failed: {exc}") from None

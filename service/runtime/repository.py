@@ -1,0 +1,283 @@
+"""The model repository: every ``<root>/<name>/<version>/`` loaded, checked and warmed up.
+
+A model directory is served only when its manifest validates, its ``model.onnx`` has the
+sha256 the manifest names, its distribution family is known and the ONNX graph has exactly
+the inputs and outputs the manifest declares. Anything less is refused with one log line
+and the other models keep serving, because one bad export must not take the service down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from service.distributions import Distribution, get_family
+from service.manifest import CategoricalFeature, Manifest, verify_onnx_sha256
+from service.runtime.features import required_columns
+
+log = logging.getLogger("watchtime.repository")
+
+_ORT_DTYPES = {"int64": "tensor(int64)", "float32": "tensor(float)"}
+
+
+class ModelLoadError(Exception):
+    """A model directory that cannot be served; the message says why, in one line."""
+
+
+class UnknownModelError(LookupError):
+    """A model name (or name and version) the repository does not serve."""
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        self.name = name
+        self.version = version
+        what = f"{name!r}" if version is None else f"{name!r} version {version!r}"
+        super().__init__(f"model {what} is not served")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """onnxruntime threading; 0 lets onnxruntime choose (one thread per physical core)."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One servable model: manifest, onnxruntime session and what decoding needs."""
+
+    manifest: Manifest
+    path: Path
+    session: ort.InferenceSession
+    family: type[Distribution]
+    #: raw request columns the features read, in manifest order
+    sources: list[str]
+    #: per source column: "string" when every feature reads it as text, else "number"
+    source_kinds: dict[str, str]
+    #: ONNX output names in the order of ``manifest.outputs``
+    output_names: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def _source_kinds(manifest: Manifest) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for spec in manifest.features:
+        text = isinstance(spec, CategoricalFeature) and spec.dtype == "string"
+        kind = "string" if text else "number"
+        kinds[spec.source] = "number" if kinds.get(spec.source) == "number" else kind
+    return kinds
+
+
+def _session_options(config: SessionConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = config.inter_op_threads
+    return options
+
+
+def _check_graph(session: ort.InferenceSession, manifest: Manifest) -> None:
+    """The graph's signature must be the manifest's, or every request would fail later."""
+    graph_inputs = {i.name: i for i in session.get_inputs()}
+    want_inputs = {t.name: t for t in manifest.inputs}
+    if set(graph_inputs) != set(want_inputs):
+        raise ModelLoadError(
+            f"graph inputs {sorted(graph_inputs)} differ from manifest {sorted(want_inputs)}"
+        )
+    for name, tensor in want_inputs.items():
+        got = graph_inputs[name]
+        if got.type != _ORT_DTYPES[tensor.dtype]:
+            raise ModelLoadError(f"input {name!r} is {got.type}, manifest says {tensor.dtype}")
+        width = got.shape[-1] if got.shape else None
+        if len(got.shape) != 2 or (isinstance(width, int) and width != len(tensor.columns)):
+            raise ModelLoadError(
+                f"input {name!r} has shape {got.shape}, manifest has {len(tensor.columns)} columns"
+            )
+    graph_outputs = {o.name for o in session.get_outputs()}
+    missing = sorted(set(manifest.outputs.values()) - graph_outputs)
+    if missing:
+        raise ModelLoadError(f"graph lacks the output(s) {missing} the manifest names")
+
+
+def load_model(model_dir: Path, config: SessionConfig) -> LoadedModel:
+    """Load and verify one ``<name>/<version>/`` directory; ModelLoadError when unservable."""
+    manifest_path = model_dir / "manifest.json"
+    model_path = model_dir / "model.onnx"
+    for required in (manifest_path, model_path):
+        if not required.is_file():
+            raise ModelLoadError(f"{required.name} is missing")
+    try:
+        manifest = Manifest.read(manifest_path)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise ModelLoadError(
+            f"manifest.json is invalid ({exc.error_count()} error(s); first: {where}: "
+            f"{first['msg']})"
+        ) from None
+    except ValueError as exc:
+        raise ModelLoadError(f"manifest.json is unreadable: {exc}") from None
+    if (manifest.name, manifest.version) != (model_dir.parent.name, model_dir.name):
+        raise ModelLoadError(
+            f"manifest names {manifest.name}/{manifest.version}, directory is "
+            f"{model_dir.parent.name}/{model_dir.name}"
+        )
+    try:
+        family = get_family(manifest.family)
+    except KeyError as exc:
+        raise ModelLoadError(str(exc.args[0])) from None
+    unknown = sorted(set(manifest.outputs) - set(family.required_params + family.optional_params))
+    absent = sorted(set(family.required_params) - set(manifest.outputs))
+    if unknown or absent:
+        raise ModelLoadError(
+            f"outputs do not fit family {family.family!r}: unknown {unknown}, missing {absent}"
+        )
+    if not verify_onnx_sha256(manifest, model_path):
+        raise ModelLoadError("model.onnx does not have the sha256 the manifest names")
+    try:
+        session = ort.InferenceSession(
+            str(model_path), _session_options(config), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}") from None
+    _check_graph(session, manifest)
+    return LoadedModel(
+        manifest=manifest,
+        path=model_dir,
+        session=session,
+        family=family,
+        sources=required_columns(manifest.features),
+        source_kinds=_source_kinds(manifest),
+        output_names=list(manifest.outputs.values()),
+    )
+
+
+def _version_key(version: str) -> int:
+    return int(version)
+
+
+class ModelRepository:
+    """The loaded models by name and version; the highest version serves a bare name."""
+
+    def __init__(self, models: list[LoadedModel], default: str | None = None) -> None:
+        self._models: dict[str, dict[str, LoadedModel]] = {}
+        for model in models:
+            self._models.setdefault(model.name, {})[model.version] = model
+        if default is not None and default not in self._models:
+            raise UnknownModelError(default)
+        names = sorted(self._models)
+        self.default_name: str | None = default if default is not None else next(iter(names), None)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._models.values())
+
+    def __iter__(self) -> Iterator[LoadedModel]:
+        for name in sorted(self._models):
+            versions = self._models[name]
+            for version in sorted(versions, key=_version_key):
+                yield versions[version]
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[str]:
+        if name not in self._models:
+            raise UnknownModelError(name)
+        return sorted(self._models[name], key=_version_key)
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        """The model ``name`` at ``version`` (the highest when None); UnknownModelError else."""
+        versions = self._models.get(name)
+        if versions is None:
+            raise UnknownModelError(name)
+        if version is None:
+            return versions[max(versions, key=_version_key)]
+        if version not in versions:
+            raise UnknownModelError(name, version)
+        return versions[version]
+
+    def default(self) -> LoadedModel:
+        """The model that ``/v1/predict`` serves."""
+        if self.default_name is None:
+            raise UnknownModelError("(default)")
+        return self.get(self.default_name)
+
+
+def discover(root: Path) -> list[Path]:
+    """Candidate model directories ``root/<name>/<version>/`` with a numeric version."""
+    found = []
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for version_dir in sorted(p for p in name_dir.iterdir() if p.is_dir()):
+            if version_dir.name.isdigit():
+                found.append(version_dir)
+    return found
+
+
+def load_repository(
+    root: Path, config: SessionConfig, default: str | None = None, warmup_rows: int = 64
+) -> ModelRepository:
+    """Load every model under ``root``, refusing broken ones with a log line, and warm up.
+
+    Raises ModelLoadError when nothing at all can be served, and UnknownModelError when the
+    configured default model is not among the loaded ones.
+    """
+    from service.runtime.inference import warm_up  # inference imports this module
+
+    models: list[LoadedModel] = []
+    for model_dir in discover(root):
+        label = f"{model_dir.parent.name}/{model_dir.name}"
+        try:
+            model = load_model(model_dir, config)
+            warm_up(model, warmup_rows)
+        except ModelLoadError as exc:
+            log.error("refusing model %s: %s", label, exc)
+            continue
+        log.info(
+            "loaded model %s (family %s, %d input columns)",
+            label,
+            model.manifest.family,
+            len(model.sources),
+        )
+        models.append(model)
+    if not models:
+        raise ModelLoadError(f"no servable model under {root}")
+    return ModelRepository(models, default)
+
+
+def example_columns(model: LoadedModel, n: int) -> dict[str, np.ndarray]:
+    """Plausible raw columns for ``n`` rows (known vocabulary values, mean-ish numbers).
+
+    Used for the warm-up runs and for the OpenAPI examples: a request built from the
+    manifest alone, so it exercises every lookup and transform the real traffic will.
+    """
+    columns: dict[str, np.ndarray] = {}
+    for spec in model.manifest.features:
+        if spec.source in columns:
+            continue
+        if isinstance(spec, CategoricalFeature):
+            vocab = np.asarray(spec.vocabulary)
+            if spec.transform == "hour_of_day" and vocab.size:
+                vocab = vocab * 100 + 30
+            elif spec.transform == "weekday":
+                vocab = np.array([20220502 + int(d) for d in (vocab if vocab.size else [0])])
+            if vocab.size == 0:
+                vocab = np.array([0] if spec.dtype == "int64" else ["unknown"])
+            columns[spec.source] = vocab[np.arange(n) % vocab.size]
+        else:
+            center = float(np.expm1(min(spec.mean, 700.0))) if spec.log1p else spec.mean
+            columns[spec.source] = np.full(n, center, dtype=np.float64)
+    return columns

@@ -1,0 +1,41 @@
+"""Lifecycle of one service process: loading, ready, shutting down. Knows no HTTP."""
+
+from __future__ import annotations
+
+import threading
+
+from service.runtime.repository import ModelRepository
+
+
+class ServiceState:
+    """What health checks report and what requests are served from.
+
+    Readiness means "send me traffic": true only once every model is loaded and warmed up,
+    and false again from the moment a shutdown begins, so that a load balancer stops routing
+    here while the requests already in flight still finish.
+    """
+
+    def __init__(self, repository: ModelRepository | None = None) -> None:
+        self._lock = threading.Lock()
+        self._repository = repository
+        self._shutting_down = False
+
+    @property
+    def repository(self) -> ModelRepository | None:
+        return self._repository
+
+    def set_repository(self, repository: ModelRepository) -> None:
+        with self._lock:
+            self._repository = repository
+
+    @property
+    def ready(self) -> bool:
+        return self._repository is not None and not self._shutting_down
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    def begin_shutdown(self) -> None:
+        """Readiness false from now on; called from the signal handler, so only a flag."""
+        self._shutting_down = True
