@@ -20,9 +20,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings, load_settings
+from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
 from service.protocol.native import router as native_router
 from service.protocol.schemas import request_examples
+from service.protocol.v2 import router as v2_router
 from service.runtime.repository import (
     ModelRepository,
     SessionConfig,
@@ -99,13 +101,14 @@ def create_app(
             "Per candidate row: expected watch time, point prediction, spread, quick-skip "
             "probability, quantiles and interval masses, all in seconds."
         ),
-        version="0.1.0",
+        version=SERVER_VERSION,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.service = state
     install_error_handlers(app)
     app.include_router(native_router)
+    app.include_router(v2_router)
     _examples_from_default_model(app, state)
     return app
 

@@ -134,3 +134,41 @@ async def chunks(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
     """A body without Content-Length (chunked), to test limits on streamed uploads."""
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on a free local port from a background thread.
+
+    For clients that need a real socket (the Triton client speaks HTTP through gevent).
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -12,19 +12,26 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from operator import itemgetter
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.protocol.common import (
+    Version,
+    json_response,
+    read_body,
+    resolve,
+    service_state,
+    serving_repository,
+)
 from service.protocol.errors import (
     ApiError,
     from_feature_error,
     from_invalid_input,
-    from_unknown_model,
     invalid,
 )
 from service.protocol.schemas import (
@@ -37,8 +44,7 @@ from service.protocol.schemas import (
 )
 from service.runtime.features import FeatureError
 from service.runtime.inference import InvalidInput, Prediction, PredictOptions, predict
-from service.runtime.repository import LoadedModel, ModelRepository, UnknownModelError
-from service.runtime.state import ServiceState
+from service.runtime.repository import LoadedModel, ModelRepository
 
 NATIVE_STATUS = 422
 """Status of invalid input on the native routes (the v2 routes use 400)."""
@@ -56,21 +62,6 @@ _is_str = np.frompyfunc(lambda v: isinstance(v, str), 1, 1)
 
 
 # --------------------------------------------------------------------------- request body
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body of {declared} bytes exceeds {limit}", code="too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body exceeds {limit} bytes", code="too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_json(body: bytes) -> Any:
@@ -306,32 +297,6 @@ def handle_predict(model: LoadedModel, body: bytes, max_rows: int) -> bytes:
 # --------------------------------------------------------------------------- routes
 
 
-def service_state(request: Request) -> ServiceState:
-    state = request.app.state.service
-    assert isinstance(state, ServiceState)
-    return state
-
-
-def serving_repository(request: Request) -> ModelRepository:
-    """The repository, or 503 while the models are not loaded yet."""
-    repository = service_state(request).repository
-    if repository is None:
-        raise ApiError(503, "models are not loaded yet", code="not_ready")
-    return repository
-
-
-def resolve(request: Request, name: str | None, version: str | None = None) -> LoadedModel:
-    repository = serving_repository(request)
-    try:
-        return repository.default() if name is None else repository.get(name, version)
-    except UnknownModelError as exc:
-        raise from_unknown_model(exc) from None
-
-
-def json_response(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
 def model_summary(model: LoadedModel, default: bool) -> dict[str, Any]:
     manifest = model.manifest
     return {
@@ -344,8 +309,6 @@ def model_summary(model: LoadedModel, default: bool) -> dict[str, Any]:
         "feature_columns": model.sources,
     }
 
-
-Version = Annotated[str, Path(pattern=r"^[0-9]+$", description="a model version number")]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown model"},

@@ -1,0 +1,85 @@
+"""The v2 routes driven by KServe's own InferenceRESTClient (JSON and binary tensors).
+
+kserve pins pandas below 3 while the training extra pins pandas 3, so kserve is not in the
+dev extra; this module runs where kserve is installed (a separate environment with the
+serving extra, kserve and pandas 2) and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from api_support import MODELS, AppClient, Reference, client_for
+from test_api_v2 import EDGES, check_against_reference, datatype, tensor_columns
+
+from service.app import create_app
+from service.config import Settings
+from service.runtime.repository import SessionConfig, load_repository
+
+kserve = pytest.importorskip("kserve")
+infer_type = pytest.importorskip("kserve.protocol.infer_type")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[AppClient]:
+    repository = load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
+    app = create_app(Settings(model_repository=MODELS), repository, handle_signals=False)
+    yield from client_for(app)
+
+
+def _rest_client(client: AppClient) -> Any:
+    config = kserve.RESTConfig(transport=httpx.ASGITransport(app=client.app), protocol="v2")
+    return kserve.InferenceRESTClient(config)
+
+
+def _request(columns: dict[str, np.ndarray], binary: bool) -> Any:
+    inputs = []
+    for name, arr in columns.items():
+        tensor = kserve.InferInput(name, list(arr.shape), datatype(arr))
+        tensor.set_data_from_numpy(arr, binary_data=binary)
+        inputs.append(tensor)
+    names = ["expected_watch_time_s", "point_s", "std_s", "quick_skip_prob"]
+    outputs = [
+        infer_type.RequestedOutput(name, parameters={"binary_data": binary})
+        for name in [*names, "quantiles", "interval_mass"]
+    ]
+    return kserve.InferRequest(
+        model_name="egmn",
+        infer_inputs=inputs,
+        parameters={
+            "quantiles": "0.1,0.5,0.9",
+            "intervals": "[[0,3],[3,10],[10,null]]",
+            "quick_skip_threshold_s": 4,
+        },
+        request_outputs=outputs,
+    )
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_kserve_rest_client(client: AppClient, binary: bool) -> None:
+    rest = _rest_client(client)
+    base = "http://test"
+    try:
+        assert client.loop.run_until_complete(rest.is_server_live(base))
+        assert client.loop.run_until_complete(rest.is_server_ready(base))
+        assert client.loop.run_until_complete(rest.is_model_ready(base, "egmn"))
+        columns = tensor_columns(32, start=2000)
+        columns["duration_ms"][5] = np.nan
+        response = client.loop.run_until_complete(
+            rest.infer(base, _request(columns, binary), model_name="egmn")
+        )
+        got = {out.name: out.as_numpy() for out in response.outputs}
+        check_against_reference(got, Reference(), columns, 4.0, [0.1, 0.5, 0.9], EDGES)
+        partial = {k: v for k, v in columns.items() if k != "tab"}
+        with pytest.raises(httpx.HTTPStatusError) as info:
+            client.loop.run_until_complete(
+                rest.infer(base, _request(partial, binary), model_name="egmn")
+            )
+        assert info.value.response.status_code == 400
+        assert "tab" in info.value.response.json()["error"]
+    finally:
+        client.loop.run_until_complete(rest.close())
