@@ -23,7 +23,7 @@ from service.config import Settings, load_settings
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
 from service.protocol.native import router as native_router
-from service.protocol.schemas import request_examples
+from service.protocol.schemas import request_examples, v2_examples
 from service.protocol.v2 import router as v2_router
 from service.runtime.repository import (
     ModelRepository,
@@ -40,6 +40,7 @@ PREDICT_PATHS = (
     "/v1/models/{name}/predict",
     "/v1/models/{name}/versions/{version}/predict",
 )
+INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 
 
 def _chain_shutdown_signals(state: ServiceState) -> None:
@@ -82,7 +83,7 @@ def create_app(
     command line.
     """
     settings = settings if settings is not None else load_settings()
-    state = ServiceState()
+    state = ServiceState(repository)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,10 +126,14 @@ def _examples_from_default_model(app: FastAPI, state: ServiceState) -> None:
         model = repository.default()
         columns = example_columns(model, 2)
         features = {name: col.tolist() for name, col in columns.items()}
-        examples = request_examples(features)
+        native = request_examples(features)
         for path in PREDICT_PATHS:
             body = schema["paths"][path]["post"]["requestBody"]
-            body["content"]["application/json"]["examples"] = examples
+            body["content"]["application/json"]["examples"] = native
+        v2 = v2_examples(features, model.source_kinds)
+        for path in INFER_PATHS:
+            body = schema["paths"][path]["post"]["requestBody"]
+            body["content"]["application/json"]["examples"] = v2
         app.state.examples_filled = True
         return schema
 

@@ -195,9 +195,9 @@ def test_health(client: AppClient) -> None:
     assert r.status_code == 200 and r.json() == {"ready": True}
 
 
-def test_not_ready_before_loading(repository: ModelRepository) -> None:
-    app = create_app(Settings(model_repository=MODELS), repository, handle_signals=False)
-    client = AppClient(app, lifespan=False)
+def test_not_ready_before_loading() -> None:
+    app = create_app(Settings(model_repository=MODELS), handle_signals=False)
+    client = AppClient(app, lifespan=False)  # the lifespan loads the models: not run here
     try:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503

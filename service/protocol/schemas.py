@@ -7,7 +7,7 @@ so these classes only feed ``/openapi.json`` and ``/docs``. Decoding enforces th
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -141,6 +141,112 @@ def predict_request_body(features: dict[str, list[Scalar]] | None = None) -> dic
                     "schema": PredictRequest.model_json_schema(),
                     "examples": request_examples(features or FALLBACK_FEATURES),
                 }
+            },
+        }
+    }
+
+
+V2Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]  # fmt: skip
+
+
+class V2Tensor(BaseModel):
+    """One input tensor: a raw feature column, shape [n] or [n, 1]."""
+
+    name: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: V2Datatype
+    data: list[Any] | None = Field(
+        default=None, description="row-major values; absent when binary_data_size is given"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="binary_data_size for the binary tensor extension"
+    )
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = Field(default=None, description="binary_data: bool")
+
+
+class V2InferRequest(BaseModel):
+    """An Open Inference Protocol request (JSON form)."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "quantiles, intervals, quick_skip_threshold_s, return_params, binary_data_output"
+        ),
+    )
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined.
+
+    An ``openapi_extra`` schema is pasted into the document as is, where ``#/$defs/...``
+    would not resolve; these documentation models have no recursion, so inlining is finite.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def v2_examples(features: dict[str, list[Scalar]], kinds: dict[str, str]) -> dict[str, Any]:
+    """An OpenAPI example of a JSON-form v2 infer request for the given columns."""
+    inputs = []
+    for name, values in features.items():
+        data: list[Any]
+        if kinds.get(name) == "string":
+            datatype, data = "BYTES", ["" if v is None else str(v) for v in values]
+        elif all(isinstance(v, int) for v in values):
+            datatype, data = "INT64", list(values)
+        else:
+            datatype = "FP64"
+            data = [v if isinstance(v, (int, float)) else 0.0 for v in values]
+        inputs.append({"name": name, "shape": [len(values)], "datatype": datatype, "data": data})
+    return {
+        "json": {
+            "summary": "JSON tensors, one per raw column",
+            "value": {
+                "inputs": inputs,
+                "parameters": {"quantiles": [0.1, 0.5, 0.9], "intervals": [[0, 3], [3, None]]},
+            },
+        }
+    }
+
+
+def v2_request_body(features: dict[str, list[Scalar]] | None = None) -> dict[str, Any]:
+    """The ``openapi_extra`` of the v2 infer routes (JSON form; binary is described in text)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": (
+                "JSON, or with the header Inference-Header-Content-Length: the JSON header "
+                "followed by the raw tensors (binary tensor extension)"
+            ),
+            "content": {
+                "application/json": {
+                    "schema": inline_schema(V2InferRequest),
+                    "examples": v2_examples(features or FALLBACK_FEATURES, {}),
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
         }
     }

@@ -38,6 +38,7 @@ from service.protocol.common import (
     serving_repository,
 )
 from service.protocol.errors import ApiError, from_feature_error, from_invalid_input
+from service.protocol.schemas import ErrorBody, v2_request_body
 from service.runtime.features import FeatureError
 from service.runtime.inference import InvalidInput, Prediction, PredictOptions, predict
 from service.runtime.repository import LoadedModel
@@ -264,7 +265,7 @@ def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows:
         if name in tensors:
             raise bad(f"input {name!r} appears twice")
         datatype = tensor.get("datatype")
-        if datatype != "BYTES" and datatype not in DATATYPES:
+        if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
             raise bad(f"input {name!r}: unsupported datatype {datatype!r}")
         shape, count = _shape(name, tensor)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
@@ -276,7 +277,8 @@ def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows:
         tparams = tensor.get("parameters") or {}
         size = tparams.get("binary_data_size") if isinstance(tparams, dict) else None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            valid = isinstance(size, int) and not isinstance(size, bool) and size >= 0
+            if not valid or offset + size > len(binary):
                 raise bad(f"input {name!r}: binary_data_size {size!r} does not fit the body")
             arr = _from_binary(name, datatype, binary[offset : offset + size], count)
             offset += size
@@ -516,13 +518,23 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     )
 
 
-@router.post("/models/{name}/infer")
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": 'invalid input (v2 body: {"error": ...})'},
+    404: {"model": ErrorBody, "description": "unknown model"},
+    413: {"model": ErrorBody, "description": "body or row count over the limit"},
+    503: {"model": ErrorBody, "description": "models not loaded yet"},
+}
+
+INFER_DOC: dict[str, Any] = {"openapi_extra": v2_request_body(), "responses": V2_ERRORS}
+
+
+@router.post("/models/{name}/infer", **INFER_DOC)
 async def infer(request: Request, name: str) -> Response:
     """Inference on the model's highest version (JSON or binary tensors)."""
     return await _infer(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/versions/{version}/infer", **INFER_DOC)
 async def infer_version(request: Request, name: str, version: Version) -> Response:
     """Inference on one model version."""
     return await _infer(request, name, version)

@@ -25,8 +25,13 @@ class ServiceState:
         return self._repository
 
     def set_repository(self, repository: ModelRepository) -> None:
+        """Serve ``repository`` from now on; a new serving period also ends any earlier drain.
+
+        (An ASGI host may run the lifespan more than once on one app, as test clients do.)
+        """
         with self._lock:
             self._repository = repository
+            self._shutting_down = False
 
     @property
     def ready(self) -> bool:
