@@ -45,6 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    default = settings.default_model
+    if default is not None and not (settings.model_repository / default).is_dir():
+        print(
+            f"watchtime: configuration error: WATCHTIME_DEFAULT_MODEL={default!r}: no such "
+            f"model under {settings.model_repository}",
+            file=sys.stderr,
+        )
+        return 2
     os.environ.update(settings_env(settings))
     uvicorn.run(
         "service.app:create_app",

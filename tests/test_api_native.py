@@ -299,6 +299,10 @@ def _mutated(features: dict[str, list[Any]], column: str, values: Any) -> dict[s
         ("video_id", [1, 2], "features.video_id", 2),
         ("video_id", [1, 2, 3, 4, 5, 6], "features.video_id", 4),
         ("freshness_days", [1.0, 1e300, 2.0, 3.0], "features.freshness_days", 1),
+        ("freshness_days", [1, 2, 3, 10**400], "body", None),  # past a double: not JSON
+        ("freshness_days", [None, 2, "3", 4], "features.freshness_days", 2),
+        ("tag", ["a", None, {"b": 1}, "c"], "features.tag", 2),
+        ("tag", ["a", "b", ["c"], "d"], "features.tag", 2),
     ],
 )
 def test_wrong_values_name_field_and_row(
@@ -417,7 +421,9 @@ def test_a_bad_request_does_not_disturb_concurrent_good_ones(
     assert all(r.json() == first for r in out[1::2])
 
 
-def test_broken_model_is_refused_and_others_serve(tmp_path: Path) -> None:
+def test_broken_model_is_refused_and_others_serve(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import shutil
 
     for name in ("egmn", "broken"):
@@ -432,7 +438,17 @@ def test_broken_model_is_refused_and_others_serve(tmp_path: Path) -> None:
     (tmp_path / "egmn" / "2" / "manifest.json").write_text(json.dumps(m2))
     with (tmp_path / "egmn" / "2" / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    repo = load_repository(tmp_path, SessionConfig(intra_op_threads=1), warmup_rows=2)
+    # and a manifest written by a newer exporter
+    shutil.copytree(MODELS / "egmn" / "1", tmp_path / "future" / "1")
+    m3 = json.loads((tmp_path / "future" / "1" / "manifest.json").read_text())
+    m3.update(name="future", schema_version=2)
+    (tmp_path / "future" / "1" / "manifest.json").write_text(json.dumps(m3))
+    with caplog.at_level("INFO", logger="watchtime"):
+        repo = load_repository(tmp_path, SessionConfig(intra_op_threads=1), warmup_rows=2)
+    refusals = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(refusals) == 2, refusals
+    assert any("egmn/2" in m and "sha256" in m for m in refusals), refusals
+    assert any("future/1" in m and "schema_version" in m for m in refusals), refusals
     # "broken" has a valid manifest and graph (sha256 matches), so it loads; egmn/2 does not
     assert [(m.name, m.version) for m in repo] == [("broken", "1"), ("egmn", "1")]
     assert repo.get("egmn").version == "1"

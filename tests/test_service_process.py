@@ -167,6 +167,8 @@ def test_configuration_errors_stop_start_up_with_one_line() -> None:
         ((), {"WATCHTIME_WORKERS": "zero"}, "WATCHTIME_WORKERS"),
         (("--model-repository", "/nonexistent"), None, "WATCHTIME_MODEL_REPOSITORY"),
         ((), {"WATCHTIME_MAX_REQUEST_ROWS": "-5"}, "WATCHTIME_MAX_REQUEST_ROWS"),
+        ((), {"WATCHTIME_DEFAULT_MODEL": "nope"}, "WATCHTIME_DEFAULT_MODEL"),
+        ((), {"WATCHTIME_LOG_LEVEL": "loud"}, "WATCHTIME_LOG_LEVEL"),
     ]:
         done = run(*args, env=env)
         assert done.returncode == 2, done.stderr

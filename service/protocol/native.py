@@ -55,10 +55,11 @@ ALLOWED_KEYS = frozenset(
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
-_bad_scalar = np.frompyfunc(
-    lambda v: not (v is None or isinstance(v, (bool, int, float, str))), 1, 1
-)
-_is_str = np.frompyfunc(lambda v: isinstance(v, str), 1, 1)
+#: Python types a JSON column may hold, per what the manifest reads from it
+ALLOWED_TYPES: dict[str, frozenset[type]] = {
+    "number": frozenset({int, float, bool, type(None)}),
+    "string": frozenset({str, int, float, bool, type(None)}),
+}
 
 
 # --------------------------------------------------------------------------- request body
@@ -101,21 +102,21 @@ def column_array(field: str, values: Any, kind: str, status: int) -> np.ndarray:
     if arr is None or arr.ndim != 1:
         row = _first_row(values, lambda v: isinstance(v, (list, dict)))
         raise invalid(status, field, "expected a scalar or null in every row", row)
-    if arr.dtype.kind == "O":
-        bad = np.asarray(_bad_scalar(arr), dtype=bool)
-        if bad.any():
-            row = int(np.argmax(bad))
-            got = type(values[row]).__name__
-            raise invalid(status, field, f"expected a scalar or null, got {got}", row)
+    if arr.dtype.kind == "O" or (arr.dtype.kind in "US" and kind == "number"):
+        # Mixed or missing values: one C-level pass collects the element types (cheap);
+        # only a column that really holds a wrong type is searched for its first bad row.
+        bad_types = set(map(type, values)) - ALLOWED_TYPES[kind]
+        if bad_types:
+            row = _first_row(values, lambda v: type(v) in bad_types)
+            shown = values[row] if row is not None else None
+            want = "a number or null" if kind == "number" else "a string, a number or null"
+            raise invalid(status, field, f"expected {want}, got {shown!r}", row)
         if kind == "number":
-            text = np.asarray(_is_str(arr), dtype=bool)
-            if text.any():
-                row = int(np.argmax(text))
-                raise invalid(status, field, f"expected a number or null, got {values[row]!r}", row)
-    elif arr.dtype.kind in "US" and kind == "number":
-        row = _first_row(values, lambda v: isinstance(v, str))
-        shown = values[row] if row is not None else None
-        raise invalid(status, field, f"expected a number or null, got {shown!r}", row)
+            try:  # null -> NaN, the missing-value marker of a float column
+                arr = np.array(values, dtype=np.float64)
+            except OverflowError:
+                row = _first_row(values, lambda v: abs(v or 0) > 1e308)
+                raise invalid(status, field, "number out of range", row) from None
     return arr
 
 
