@@ -363,6 +363,9 @@ def test_instances_errors(client: AppClient, rows256: Any) -> None:
     rows = [{k: v[i] for k, v in features.items()} for i in range(4)]
     rows[3]["duration_ms"] = "long"
     _error(client.post("/v1/predict", json={"instances": rows}), 422, "instances.duration_ms", 3)
+    rows[3]["duration_ms"] = 1000
+    rows[1]["freshness_days"] = 1e300  # beyond float32: the encoder names it
+    _error(client.post("/v1/predict", json={"instances": rows}), 422, "instances.freshness_days", 1)
     rows[3] = [1, 2]  # type: ignore[call-overload]
     _error(client.post("/v1/predict", json={"instances": rows}), 422, "instances", 3)
     _error(client.post("/v1/predict", json={"instances": {"a": 1}}), 422, "instances")

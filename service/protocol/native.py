@@ -234,8 +234,8 @@ def options_from(doc: Mapping[str, Any], status: int) -> PredictOptions:
 
 def decode_request(
     model: LoadedModel, body: bytes, max_rows: int
-) -> tuple[dict[str, np.ndarray], PredictOptions]:
-    """Columns and options of a native predict request, or a 4xx ApiError."""
+) -> tuple[dict[str, np.ndarray], PredictOptions, str]:
+    """Columns, options and form ("features" or "instances") of a request, or a 4xx ApiError."""
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise invalid(NATIVE_STATUS, "body", "expected a JSON object")
@@ -251,9 +251,9 @@ def decode_request(
     options = options_from(doc, NATIVE_STATUS)
     if "features" in doc:
         columns, _ = columnar(model, doc["features"], max_rows, NATIVE_STATUS)
-    else:
-        columns, _ = rows_to_columns(model, doc["instances"], max_rows, NATIVE_STATUS)
-    return columns, options
+        return columns, options, "features"
+    columns, _ = rows_to_columns(model, doc["instances"], max_rows, NATIVE_STATUS)
+    return columns, options, "instances"
 
 
 # --------------------------------------------------------------------------- response
@@ -285,13 +285,14 @@ def encode_prediction(model: LoadedModel, result: Prediction, options: PredictOp
 
 def handle_predict(model: LoadedModel, body: bytes, max_rows: int) -> bytes:
     """The whole synchronous path of one request: decode, predict, encode (run in a thread)."""
-    columns, options = decode_request(model, body, max_rows)
+    columns, options, form = decode_request(model, body, max_rows)
     try:
         result = predict(model, columns, options)
     except FeatureError as exc:
-        raise from_feature_error(exc, NATIVE_STATUS, "features") from None
-    except InvalidInput as exc:
-        raise from_invalid_input(exc, NATIVE_STATUS) from None
+        raise from_feature_error(exc, NATIVE_STATUS, form) from None
+    except InvalidInput as exc:  # about the rows as a whole: name the form the client used
+        field = form if exc.field == "features" else exc.field
+        raise invalid(NATIVE_STATUS, field, exc.message, exc.row) from None
     return encode_prediction(model, result, options)
 
 
