@@ -1,12 +1,15 @@
-"""Command line: ``python -m model_export {train,evaluate,export,build-all}``.
+"""Command line: ``python -m model_export {train,evaluate,export,report,build-all}``.
 
-- ``train --model egmn``: fit on the training days, calibrate on the validation day, evaluate
-  on the test day, save ``runs/egmn/checkpoint.pt`` and print the metrics table.
+- ``train --model NAME`` (``egmn`` or a baseline: vr, wlr, ziln, softmax, cread, d2q): fit on
+  the training days, early-stop (and calibrate or post-fit) on the validation day, evaluate on
+  the test day, save ``runs/NAME/checkpoint.pt`` and print the metrics table.
 - ``export``: write ``models/<name>/<version>/`` (model.onnx, manifest.json, attribution) from a
   checkpoint.
 - ``evaluate``: score an exported model directory on the test day through the serving path
   (manifest-driven numpy features -> onnxruntime -> numpy EGM), independently of torch.
-- ``build-all``: rebuild every shipped model and its report (what ``make models`` runs).
+- ``report``: score every shipped model directory (and D2Q's run) on the test day and write
+  ``reports/evaluation.md``, ``evaluation.json`` and the plots.
+- ``build-all``: rebuild every shipped model and the reports (what ``make models`` runs).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from model_export.data import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("egmn",)
+# The names of model_export.baseline_train.ALL, spelled out so that --help needs no torch.
+MODELS = ("egmn", "vr", "wlr", "ziln", "softmax", "cread", "d2q")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,11 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model-dir", type=Path, default=ROOT / "models" / "egmn" / "1")
     evaluate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
 
-    build = sub.add_parser("build-all", help="rebuild every shipped model and its report")
-    build.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    build.add_argument("--models-dir", type=Path, default=ROOT / "models")
-    build.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
-    build.add_argument("--quiet", action="store_true")
+    for command, text in (
+        ("report", "evaluate every shipped model on the test day and write the report"),
+        ("build-all", "rebuild every shipped model and the reports"),
+    ):
+        build = sub.add_parser(command, help=text)
+        build.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+        build.add_argument("--models-dir", type=Path, default=ROOT / "models")
+        build.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
+        build.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+        build.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         commands.export(args)
     elif args.command == "evaluate":
         commands.evaluate(args)
+    elif args.command == "report":
+        commands.report(args)
     else:
         commands.build_all(args)
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)

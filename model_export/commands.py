@@ -7,6 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from model_export import baseline_train
+from model_export.baseline_train import BaselineConfig, BaselineRun, run_baseline
 from model_export.data import labels, load_joined, raw_columns, split_by_day
 from model_export.export import write_model_dir
 from model_export.metrics import evaluate_distribution
@@ -42,8 +44,30 @@ def _print_run(run: EGMNRun, label: str) -> None:
     print(metrics_table(rows))
 
 
+def _baseline_config(args: argparse.Namespace) -> BaselineConfig:
+    config = BaselineConfig(model=args.model, seed=args.seed)
+    if args.epochs is not None:
+        config = dataclasses.replace(config, max_epochs=args.epochs)
+    return config
+
+
+def _train_baseline(args: argparse.Namespace) -> None:
+    prepared = prepare(args.data_dir)
+    run = run_baseline(prepared, _baseline_config(args), progress=not args.quiet)
+    path = _run_dir(args) / "checkpoint.pt"
+    baseline_train.save_run(run, path)
+    print(f"checkpoint: {path}")
+    window = run.window
+    print(f"\ntest day {window.test_date}, {window.rows_test} rows; took {run.seconds:.0f} s")
+    rows = {run.name: run.metrics, BASELINE: baseline_metrics(prepared)}
+    print(metrics_table(rows))
+
+
 def train(args: argparse.Namespace) -> None:
     """Train one configuration and save its checkpoint."""
+    if args.model != "egmn":
+        _train_baseline(args)
+        return
     config = TrainConfig(point_mass=not args.no_point_mass, seed=args.seed)
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs=args.epochs)
@@ -75,6 +99,8 @@ def _extras(run: EGMNRun) -> dict[str, float | str | list[float]]:
         "calibrated": "yes" if run.calibration is not None else "no",
         "best_epoch": float(run.history.best_epoch + 1),
         "train_config": repr(run.config.as_dict()),
+        "train_seconds": round(run.train_seconds, 1),
+        "train_cpu_seconds": round(run.train_cpu_seconds, 1),
     }
     if run.calibration is not None:
         extras.update(run.calibration.summary())
@@ -101,10 +127,61 @@ def _write(
     )
 
 
+def write_baseline(
+    run: BaselineRun, out: Path, version: str, references: dict[str, dict[str, float]]
+) -> Manifest:
+    """A served baseline's model directory; its manifest names its own family."""
+    family = run.model.family
+    if family is None:
+        raise ValueError(f"{run.name} is evaluated offline only; it has no served family")
+    extras: dict[str, float | str | list[float]] = {
+        "label_scale_s": run.config.label_scale,
+        "best_epoch": float(run.history.best_epoch + 1),
+        "train_config": repr(run.config.as_dict()),
+        "train_seconds": round(run.seconds, 1),
+        "train_cpu_seconds": round(run.cpu_seconds, 1),
+        **run.model.extras(),
+    }
+    evaluation = Evaluation(
+        split="test",
+        date=run.window.test_date,
+        rows=run.window.rows_test,
+        metrics=run.metrics,
+        references=references,
+        notes=metric_notes(),
+    )
+    return write_model_dir(
+        out,
+        run.serving(),
+        run.fitted,
+        name=run.name,
+        version=version,
+        window=run.window,
+        evaluation=evaluation,
+        extras=extras,
+        description=BASELINE_DESCRIPTIONS[run.name],
+        family=family,
+    )
+
+
+BASELINE_DESCRIPTIONS = {
+    "vr": "Value regression (MSE) served as a normal censored at 0, spread fitted on validation",
+    "wlr": "Weighted logistic regression; odds = expected watch time, served as an exponential",
+    "ziln": "Zero-inflated lognormal likelihood (atom at 0 + lognormal)",
+    "softmax": "Bucket classification over exponentially growing buckets, served as a histogram",
+    "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
+}
+
+
 def export(args: argparse.Namespace) -> None:
     """Model directory from a saved checkpoint."""
-    run = load_run(_run_dir(args) / "checkpoint.pt")
     out = args.out if args.out is not None else ROOT / "models" / args.model / args.version
+    if args.model != "egmn":
+        brun = baseline_train.load_run(_run_dir(args) / "checkpoint.pt")
+        manifest = write_baseline(brun, out, args.version, {})
+        print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
+        return
+    run = load_run(_run_dir(args) / "checkpoint.pt")
     references = {k: v for k, v in run.metrics.items() if k != "calibrated"}
     manifest = _write(run, out, args.version, references)
     print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
@@ -126,8 +203,34 @@ def evaluate(args: argparse.Namespace) -> None:
     print(metrics_table(rows))
 
 
+def _d2q_run(runs_dir: Path, data_dir: Path, quiet: bool) -> BaselineRun:
+    """D2Q's saved run, or a fresh one (it is not exported, so the report may need to train it)."""
+    path = runs_dir / "d2q" / "checkpoint.pt"
+    if path.exists():
+        return baseline_train.load_run(path)
+    print(f"no {path}: training d2q (about a minute)")
+    run = run_baseline(prepare(data_dir), BaselineConfig(model="d2q"), progress=not quiet)
+    baseline_train.save_run(run, path)
+    return run
+
+
+def report(
+    args: argparse.Namespace, d2q: BaselineRun | None = None, build_s: float | None = None
+) -> None:
+    """reports/evaluation.{md,json} and plots from the shipped model directories."""
+    from model_export import evaluation
+
+    split = split_by_day(load_joined(args.data_dir))
+    if d2q is None:
+        d2q = _d2q_run(args.runs_dir, args.data_dir, args.quiet)
+    inputs = evaluation.collect(args.models_dir, split, d2q)
+    path = evaluation.write_report(args.reports_dir, inputs, args.models_dir, build_seconds=build_s)
+    print(f"wrote {path}")
+    print(evaluation.headline_table(inputs.models))
+
+
 def build_all(args: argparse.Namespace) -> None:
-    """Every shipped model: EGMN with the atom (shipped) and without it (for the report)."""
+    """Every shipped model (EGMN, then each served baseline), D2Q's run, and both reports."""
     start = time.perf_counter()
     prepared = prepare(args.data_dir)
     baseline = baseline_metrics(prepared)
@@ -148,4 +251,13 @@ def build_all(args: argparse.Namespace) -> None:
     write_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0, elapsed)
     print(f"\nwrote {out}; test day {with_p0.window.test_date} ({with_p0.window.rows_test} rows)")
     print(metrics_table(rows))
-    print(f"build-all took {elapsed:.0f} s")
+    for name in baseline_train.SERVED:
+        run = run_baseline(prepared, BaselineConfig(model=name), progress=progress)
+        target = args.models_dir / name / "1"
+        write_baseline(run, target, "1", {BASELINE: baseline})
+        print(f"wrote {target}: {name} in {run.seconds:.0f} s")
+    d2q = run_baseline(prepared, BaselineConfig(model="d2q"), progress=progress)
+    baseline_train.save_run(d2q, args.runs_dir / "d2q" / "checkpoint.pt")
+    del prepared
+    report(args, d2q=d2q, build_s=time.perf_counter() - start)
+    print(f"build-all took {time.perf_counter() - start:.0f} s")

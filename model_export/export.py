@@ -1,9 +1,10 @@
 """ONNX export and the model directory (model.onnx + manifest.json + attribution).
 
 The graph takes the two tensors ``service.runtime.features`` builds (``categorical`` int64,
-``numeric`` float32, dynamic batch) and emits the EGM family's parameters in seconds, with
-the calibration already applied, so the service serves exactly the calibrated distribution
-and ``return_params`` returns exactly those numbers.
+``numeric`` float32, dynamic batch) and emits its family's parameters in seconds (EGMN: the
+EGM's, with the calibration already applied; a baseline: its own family's), so the service
+serves exactly that distribution and ``return_params`` returns exactly those numbers. Every
+output has the batch as its first axis.
 """
 
 from __future__ import annotations
@@ -11,20 +12,38 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from model_export.attribution import KUAIRAND, LICENSE_TEXT
-from model_export.egmn import ServingEGMN
 from model_export.features import CATEGORICAL_INPUT, NUMERIC_INPUT, FittedFeatures
 from service.manifest import Attribution, Evaluation, Manifest, TrainingWindow, sha256_file
 
 OPSET = 17
 
 
-def onnx_bytes(serving: ServingEGMN, fitted: FittedFeatures) -> bytes:
+class ServingModule(Protocol):
+    """What the exporter needs: a torch module (categorical, numeric) -> family parameters."""
+
+    def __call__(
+        self, categorical: torch.Tensor, numeric: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The family's parameters in seconds, one tensor per output name."""
+        ...
+
+    def eval(self) -> torch.nn.Module:
+        """Inference mode (BatchNorm statistics, no dropout)."""
+        ...
+
+    def output_names(self) -> list[str]:
+        """ONNX output names, equal to the family's parameter names."""
+        ...
+
+
+def onnx_bytes(serving: ServingModule, fitted: FittedFeatures) -> bytes:
     """Serialise the serving graph; the batch dimension is dynamic."""
-    serving = serving.eval()
+    module = serving.eval()
     n_cat = len(fitted.inputs[0].columns)
     example = (
         torch.zeros((2, n_cat), dtype=torch.int64),
@@ -38,7 +57,7 @@ def onnx_bytes(serving: ServingEGMN, fitted: FittedFeatures) -> bytes:
         # newer exporter exists.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            serving,
+            module,
             example,
             buffer,
             dynamo=False,
@@ -53,7 +72,7 @@ def onnx_bytes(serving: ServingEGMN, fitted: FittedFeatures) -> bytes:
 
 def write_model_dir(
     out_dir: Path,
-    serving: ServingEGMN,
+    serving: ServingModule,
     fitted: FittedFeatures,
     *,
     name: str,
@@ -64,6 +83,7 @@ def write_model_dir(
     description: str = "",
     attribution: Attribution = KUAIRAND,
     license_text: str = LICENSE_TEXT,
+    family: str = "egm",
 ) -> Manifest:
     """Write model.onnx, manifest.json (through the shared schema) and ATTRIBUTION.txt."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +93,7 @@ def write_model_dir(
     manifest = Manifest(
         name=name,
         version=version,
-        family="egm",
+        family=family,
         description=description,
         outputs={param: param for param in outputs},
         inputs=fitted.inputs,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.distributions import EGM
+from service.distributions import Distribution
 
 METRIC_NOTES = {
     "mae_point": "mean |point_s - y|, point_s = w0/lambda + sum_k w_k mu_k (the paper's)",
@@ -91,7 +91,7 @@ def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def crps(dist: EGM, y: np.ndarray, chunk: int = 2048) -> float:
+def crps(dist: Distribution, y: np.ndarray, chunk: int = 2048) -> float:
     """Mean CRPS by trapezoid: F^2 on [0, y] (grid dense near 0), (1-F)^2 on [y, y + 2e4]."""
     lower = np.linspace(0.0, 1.0, 65) ** 2
     upper = np.r_[0.0, np.geomspace(1e-2, 2e4, 160)]
@@ -110,20 +110,21 @@ def crps(dist: EGM, y: np.ndarray, chunk: int = 2048) -> float:
     return total / n
 
 
-def _slice(dist: EGM, a: int, b: int) -> EGM:
-    """Rows a..b of a prediction, rebuilt from its public parameters."""
-    params = {k: v[a:b] for k, v in dist.params().items()}
-    return EGM.from_params(params)
+def _slice(dist: Distribution, a: int, b: int) -> Distribution:
+    """Rows a..b of a prediction (any family; shared constants such as bucket edges stay)."""
+    return dist._take(np.arange(a, b))
 
 
-def coverage(dist: EGM, y: np.ndarray, levels: Sequence[float]) -> dict[str, float]:
+def coverage(dist: Distribution, y: np.ndarray, levels: Sequence[float]) -> dict[str, float]:
     """Share of labels at or below each predicted quantile."""
     q = dist.icdf(np.asarray(levels, dtype=np.float64))
     return {f"coverage_{lv:g}": float(np.mean(y <= q[:, i])) for i, lv in enumerate(levels)}
 
 
-def evaluate_distribution(dist: EGM, y: np.ndarray, threshold_s: float = 3.0) -> dict[str, float]:
-    """Every offline metric of an EGM prediction against labels in seconds."""
+def evaluate_distribution(
+    dist: Distribution, y: np.ndarray, threshold_s: float = 3.0
+) -> dict[str, float]:
+    """Every offline metric of a predictive distribution (any family) against labels in seconds."""
     point = dist.point()
     mean = dist.mean()
     median = dist.icdf(0.5)

@@ -1,6 +1,7 @@
 """Scoring an exported model directory the way the service does: no torch involved.
 
-manifest -> ``service.runtime.features`` -> onnxruntime -> ``service.distributions``. Used by
+manifest -> ``service.runtime.features`` -> onnxruntime -> ``service.distributions`` (the
+family the manifest names). Used by
 ``evaluate`` and by the tests, so an exported directory is judged on exactly what is served.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.distributions import EGM, get_family
+from service.distributions import Distribution, get_family
 from service.manifest import Manifest, verify_onnx_sha256
 from service.runtime.features import encode_features
 
@@ -41,9 +42,6 @@ class ExportedModel:
             for param, out in zip(self.manifest.outputs, outs, strict=True)
         }
 
-    def distribution(self, columns: Mapping[str, np.ndarray]) -> EGM:
-        """The served distribution of each row."""
-        family = get_family(self.manifest.family)
-        dist = family.from_params(self.params(columns))
-        assert isinstance(dist, EGM)
-        return dist
+    def distribution(self, columns: Mapping[str, np.ndarray]) -> Distribution:
+        """The served distribution of each row, in the manifest's family."""
+        return get_family(self.manifest.family).from_params(self.params(columns))

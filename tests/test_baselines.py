@@ -1,0 +1,340 @@
+"""Baselines: losses against hand computations, restorations against the served families,
+ONNX against torch, and the training plumbing on small slices."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from model_export.baseline_models import (
+    CREAD,
+    BaselineModel,
+    BucketSoftmax,
+    DurationQuantile,
+    ServingBaseline,
+    ValueRegression,
+    WeightedLogistic,
+    ZeroInflatedLognormal,
+    cread_thresholds,
+    exponential_bucket_edges,
+    running_min,
+    survival_mean,
+)
+from model_export.baseline_train import (
+    SERVED,
+    BaselineConfig,
+    DurationGroups,
+    build_model,
+    fit_normal_scale,
+    load_run,
+    predict_distribution,
+    run_baseline,
+    save_run,
+)
+from model_export.data import load_joined, raw_columns, split_by_day
+from model_export.export import write_model_dir
+from model_export.features import fit_features
+from model_export.onnx_eval import ExportedModel
+from model_export.pipeline import Prepared, encode, training_window
+from model_export.train import TrainConfig
+from service.distributions import Histogram, Survival, get_family
+from service.manifest import Manifest
+
+SCALE = 10.0
+
+
+@pytest.fixture(scope="module")
+def split() -> Iterator[object]:
+    yield split_by_day(load_joined())
+
+
+def _tiny(cls: type[BaselineModel], **kw: object) -> BaselineModel:
+    torch.manual_seed(0)
+    return cls([4], 1, hidden=(8,), label_scale=SCALE, **kw).double().eval()  # type: ignore[call-arg]
+
+
+def _labels(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y = rng.lognormal(1.5, 1.3, n)
+    y[: n // 10] = 0.0
+    return y
+
+
+# ----- losses against hand computations -----------------------------------------------------
+
+
+def test_shared_budget_is_egmns() -> None:
+    egmn = TrainConfig()
+    base = BaselineConfig(model="vr")
+    shared = BaselineConfig.shared_fields()
+    assert "lr" in shared and "max_epochs" in shared and "model" not in shared
+    for name in shared:
+        assert getattr(base, name) == getattr(egmn, name), name
+
+
+def test_vr_loss_is_the_mse_of_scaled_labels() -> None:
+    model = _tiny(ValueRegression)
+    raw = torch.randn(50, 1, dtype=torch.float64) * 2
+    y = _labels(50)
+    got = float(model.loss(raw, torch.from_numpy(y / SCALE)))
+    assert got == pytest.approx(np.mean((raw.numpy()[:, 0] - y / SCALE) ** 2), rel=1e-12)
+    np.testing.assert_allclose(model.restore(raw).numpy(), raw.numpy()[:, 0] * SCALE)
+
+
+def test_wlr_loss_is_the_weighted_logistic_loss() -> None:
+    model = _tiny(WeightedLogistic)
+    z = np.random.default_rng(1).normal(0, 2, 60)
+    y = _labels(60, 1) / SCALE
+    p = 1 / (1 + np.exp(-z))
+    want = np.mean(-y * np.log(p) - np.log(1 - p))
+    got = float(model.loss(torch.from_numpy(z[:, None]), torch.from_numpy(y)))
+    assert got == pytest.approx(want, rel=1e-10)
+    # Over a constant, the loss is stationary exactly at exp(z) = mean(y): the odds are E[y].
+    zs = torch.full((60, 1), math.log(float(y.mean())), dtype=torch.float64, requires_grad=True)
+    model.loss(zs, torch.from_numpy(y)).backward()
+    assert zs.grad is not None and abs(float(zs.grad.sum())) < 1e-12
+
+
+def test_ziln_loss_is_bce_plus_lognormal_nll() -> None:
+    model = _tiny(ZeroInflatedLognormal)
+    rng = np.random.default_rng(2)
+    raw = rng.normal(0, 1, (80, 3))
+    y = _labels(80, 2) / SCALE
+    logit, mu = raw[:, 0], raw[:, 1]
+    sigma = np.log1p(np.exp(raw[:, 2])) + 1e-3
+    pos = y > 0
+    p = 1 / (1 + np.exp(-logit))
+    bce = -np.mean(np.where(pos, np.log(p), np.log(1 - p)))
+    logpdf = stats.lognorm.logpdf(np.where(pos, y, 1.0), s=sigma, scale=np.exp(mu))
+    want = bce + np.mean(np.where(pos, -logpdf, 0.0))
+    got = float(model.loss(torch.from_numpy(raw), torch.from_numpy(y)))
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_softmax_loss_is_the_cross_entropy_of_the_histogram_bucket() -> None:
+    edges = exponential_bucket_edges(6, 0.5, 100.0)
+    model = _tiny(BucketSoftmax, edges_s=edges)
+    rng = np.random.default_rng(3)
+    raw = rng.normal(0, 1, (70, 6))
+    y = _labels(70, 3)
+    # The histogram family's own bucket rule: number of interior edges at or below y.
+    j = np.array([sum(e <= v for e in edges[1:-1]) for v in y])
+    logp = raw - np.log(np.exp(raw).sum(1, keepdims=True))
+    want = -np.mean(logp[np.arange(70), j])
+    got = float(model.loss(torch.from_numpy(raw), torch.from_numpy(y / SCALE)))
+    assert got == pytest.approx(want, rel=1e-9)
+    probs = np.exp(logp)
+    mids = 0.5 * (np.array(edges[1:]) + np.array(edges[:-1]))
+    np.testing.assert_allclose(model.restore(torch.from_numpy(raw)).numpy(), probs @ mids)
+
+
+def test_cread_loss_is_bce_plus_monotonicity_plus_huber() -> None:
+    thr = [1.0, 3.0, 8.0, 20.0, 60.0]
+    model = _tiny(CREAD, thresholds_s=thr, monotone_weight=0.7, huber_weight=0.3, huber_delta=1.0)
+    rng = np.random.default_rng(4)
+    raw = rng.normal(0, 2, (40, 5))
+    y = _labels(40, 4) / SCALE
+    t = np.array(thr) / SCALE
+    s = 1 / (1 + np.exp(-raw))
+    want = 0.0
+    for i in range(40):
+        target = (y[i] > t).astype(float)
+        bce = -np.sum(target * np.log(s[i]) + (1 - target) * np.log(1 - s[i]))
+        mono = sum(max(0.0, s[i, m + 1] - s[i, m]) for m in range(4))
+        # restored mean: trapezoids from (0, 1) through each threshold, tail S_M * last width
+        pts_t, pts_s = [0.0, *t], [1.0, *s[i]]
+        body = sum((pts_t[m + 1] - pts_t[m]) * (pts_s[m] + pts_s[m + 1]) / 2 for m in range(len(t)))
+        restored = body + s[i, -1] * (t[-1] - t[-2])
+        r = abs(restored - y[i])
+        huber = 0.5 * r * r if r <= 1.0 else r - 0.5
+        want += bce + 0.7 * mono + 0.3 * huber
+    got = float(model.loss(torch.from_numpy(raw), torch.from_numpy(y)))
+    assert got == pytest.approx(want / 40, rel=1e-10)
+
+
+def test_d2q_loss_is_the_mse_of_levels() -> None:
+    model = _tiny(DurationQuantile)
+    raw = np.random.default_rng(5).normal(0, 1, (30, 1))
+    target = np.random.default_rng(6).random(30)
+    want = np.mean((1 / (1 + np.exp(-raw[:, 0])) - target) ** 2)
+    got = float(model.loss(torch.from_numpy(raw), torch.from_numpy(target)))
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+# ----- restorations against the served families -----------------------------------------------
+
+
+def test_survival_mean_and_running_min_match_the_family() -> None:
+    rng = np.random.default_rng(7)
+    thr = np.array([0.5, 1.0, 4.0, 9.0, 30.0])
+    sf = rng.random((100, 5))
+    mono = running_min(torch.from_numpy(sf)).numpy()
+    np.testing.assert_array_equal(mono, np.minimum.accumulate(sf, axis=1))
+    want = Survival(thresholds=thr, sf=sf).mean()
+    got = survival_mean(torch.from_numpy(mono), torch.from_numpy(thr)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_cread_served_survival_has_mass_in_every_segment() -> None:
+    model = _tiny(CREAD, thresholds_s=[1.0, 2.0, 3.0])
+    raw = torch.tensor([[5.0, 9.0, -200.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    thr, sf = model.served(raw)
+    dist = Survival(thresholds=thr.numpy(), sf=sf.numpy())
+    assert np.all(dist.mass > 0)
+    assert np.all(np.isfinite(dist.log_prob(np.array([0.5, 1.5, 2.5, 10.0]))))
+    np.testing.assert_allclose(model.restore(raw).numpy(), dist.mean(), rtol=1e-12)
+
+
+def test_histogram_restore_is_the_family_mean() -> None:
+    edges = exponential_bucket_edges(8, 0.5, 200.0)
+    model = _tiny(BucketSoftmax, edges_s=edges)
+    raw = torch.randn(20, 8, dtype=torch.float64)
+    probs, per_row_edges = model.served(raw)
+    assert per_row_edges.shape == (20, 9)
+    dist = Histogram(probs=probs.numpy(), edges=per_row_edges.numpy())
+    np.testing.assert_allclose(model.restore(raw).numpy(), dist.mean(), rtol=1e-12)
+
+
+def test_cread_thresholds_are_positive_increasing_and_reach_the_tail() -> None:
+    y = _labels(20_000, 8)
+    thr = cread_thresholds(y, n_thresholds=30, alpha=2.0)
+    assert thr[0] > 0 and all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(thr))
+    flat = cread_thresholds(y, n_thresholds=30, alpha=1e-6)  # ~ equal frequency
+    assert thr[-1] > flat[-1]  # the warp moves points into the long tail
+
+
+def test_normal_scale_fit_recovers_the_spread() -> None:
+    rng = np.random.default_rng(9)
+    loc = rng.uniform(-5, 40, 20_000)
+    y = np.maximum(loc + rng.normal(0, 12.0, loc.size), 0.0)
+    assert fit_normal_scale(loc, y) == pytest.approx(12.0, rel=0.03)
+
+
+def test_duration_groups_levels_and_quantiles() -> None:
+    rng = np.random.default_rng(10)
+    d = rng.uniform(5_000, 200_000, 5_000)
+    d[:100] = 0.0  # unknown duration
+    y = rng.exponential(d / 3000.0)
+    groups = DurationGroups.fit(d, y, n_groups=8)
+    g = groups.group(d)
+    assert groups.n_groups == 9 and set(np.unique(g)) == set(range(9))
+    assert np.all(g[:100] == 0)
+    level = groups.level(y, g)
+    assert np.all((level > 0) & (level < 1))
+    # Mid-rank levels of the training labels are uniform within each group.
+    for k in range(1, 9):
+        assert abs(level[g == k].mean() - 0.5) < 0.01
+    # The quantile function inverts the level exactly on distinct training labels.
+    np.testing.assert_allclose(groups.quantile(level, g), y, rtol=1e-9, atol=1e-9)
+    again = DurationGroups.from_state(groups.state())
+    np.testing.assert_array_equal(again.group(d), g)
+
+
+# ----- export: ONNX vs torch, manifest, served family vs torch restoration ---------------------
+
+
+def _perturb_batchnorm(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SERVED)
+def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: str) -> None:
+    train: pd.DataFrame = split.train.iloc[:20_000]  # type: ignore[attr-defined]
+    rows: pd.DataFrame = split.test.iloc[:2_000]  # type: ignore[attr-defined]
+    fitted = fit_features(train)
+    config = BaselineConfig(model=name, hidden=(32, 16))
+    torch.manual_seed(5)
+    model = build_model(config, fitted, train["watch_time_s"].to_numpy())
+    _perturb_batchnorm(model)
+    if isinstance(model, ValueRegression):
+        model.scale_s.fill_(17.5)  # type: ignore[operator]
+    model.eval()
+    serving = ServingBaseline(model)
+    manifest = write_model_dir(
+        tmp_path,
+        serving,
+        fitted,
+        name=name,
+        version="1",
+        window=training_window(split),  # type: ignore[arg-type]
+        evaluation=None,
+        extras=model.extras(),
+        family=str(model.family),
+    )
+    assert Manifest.read(tmp_path / "manifest.json") == manifest
+    assert manifest.family == model.family
+    exported = ExportedModel(tmp_path)
+    enc = encode(fitted, rows)
+    with torch.no_grad():
+        raw = model(enc.categorical, enc.numeric)
+        reference = dict(zip(serving.output_names(), model.served(raw), strict=True))
+        restored = model.restore(raw).double().numpy()
+    for n in (1, 5, len(rows)):  # dynamic batch dimension, every output per row
+        got = exported.params(raw_columns(rows.iloc[:n], exported.manifest.source_columns()))
+        assert set(got) == set(reference)
+        for key, value in got.items():
+            want = reference[key][:n].double().numpy()
+            assert value.shape == want.shape, key
+            # float32 graphs: relative to each output's own magnitude
+            atol = 1e-5 * float(np.abs(want).max()) + 1e-12
+            np.testing.assert_allclose(value, want, rtol=2e-5, atol=atol, err_msg=key)
+    dist = exported.distribution(raw_columns(rows, exported.manifest.source_columns()))
+    assert type(dist) is get_family(str(model.family))
+    atol = 1e-5 * float(np.abs(restored).max())
+    np.testing.assert_allclose(dist.point(), np.maximum(restored, 0.0), rtol=1e-4, atol=atol)
+    assert np.all(np.isfinite(dist.mean())) and np.all(np.isfinite(dist.icdf([0.1, 0.5, 0.9])))
+
+
+# ----- training plumbing on a small slice --------------------------------------------------------
+
+
+def small_prepared(split: object, n_train: int = 6_000, n_eval: int = 1_500) -> Prepared:
+    """A Prepared of a few thousand rows per day range, so a run takes seconds."""
+    s = dataclasses.replace(
+        split,  # type: ignore[type-var]
+        train=split.train.iloc[:n_train].reset_index(drop=True),  # type: ignore[attr-defined]
+        validation=split.validation.iloc[:n_eval].reset_index(drop=True),  # type: ignore[attr-defined]
+        test=split.test.iloc[:n_eval].reset_index(drop=True),  # type: ignore[attr-defined]
+    )
+    fitted = fit_features(s.train)
+    return Prepared(
+        split=s,
+        fitted=fitted,
+        train=encode(fitted, s.train),
+        validation=encode(fitted, s.validation),
+        test=encode(fitted, s.test),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cread", "d2q"])
+def test_a_short_run_learns_and_round_trips(split: object, tmp_path: Path, name: str) -> None:
+    prepared = small_prepared(split)
+    config = BaselineConfig(model=name, hidden=(32, 16), max_epochs=3, batch_size=512)
+    run = run_baseline(prepared, config, progress=False)
+    assert run.history.train_loss[-1] < run.history.train_loss[0]  # it learns
+    best = run.history.validation_nll[run.history.best_epoch]
+    assert best == min(run.history.validation_nll)  # the best epoch is the one kept
+    assert np.isfinite(run.metrics["mae_point"]) and np.isfinite(run.metrics["xauc_point"])
+    save_run(run, tmp_path / "checkpoint.pt")
+    again = load_run(tmp_path / "checkpoint.pt")
+    if name == "d2q":
+        assert again.groups is not None and again.groups.n_groups == run.groups.n_groups  # type: ignore[union-attr]
+    else:
+        a = predict_distribution(run, prepared.test).mean()
+        b = predict_distribution(again, prepared.test).mean()
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,94 @@
+"""The evaluation report on a tiny slice: tables, JSON, plots, verdicts, duration groups."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_export import evaluation
+from model_export.baseline_train import BaselineConfig, run_baseline
+from model_export.commands import write_baseline
+from model_export.data import load_joined, split_by_day
+from model_export.evaluation import DURATION_GROUPS, Scored, best_of, duration_group, verdicts
+from model_export.features import fit_features
+from model_export.pipeline import Prepared, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_duration_groups_cover_every_row() -> None:
+    d = np.array([np.nan, 0.0, 1_000.0, 14_999.0, 15_000.0, 59_000.0, 200_000.0, 300_000.0, 9e6])
+    got = duration_group(d)
+    assert got.tolist() == [0, 0, 1, 1, 2, 3, 5, 6, 6]
+    assert len(DURATION_GROUPS) == 7
+
+
+def _scored(name: str, **metrics: float) -> Scored:
+    return Scored(name=name, family="x", dist=None, point=np.zeros(1), overall=dict(metrics))
+
+
+def test_verdicts_name_a_baseline_that_wins_a_column() -> None:
+    models = [
+        _scored("egmn", mae_point=19.0, xauc_point=0.66, **{"coverage_0.5": 0.49}),
+        _scored("d2q", mae_point=18.5, xauc_point=0.65, **{"coverage_0.5": 0.53}),
+    ]
+    assert best_of(models, "mae_point") == "d2q"
+    assert best_of(models, "xauc_point") == "egmn"
+    assert best_of(models, "coverage_0.5") == "egmn"  # closest to the level wins
+    lines = "\n".join(verdicts(models))
+    assert "MAE point (s): **d2q wins** (18.500 vs EGMN 19.000)" in lines
+    assert "XAUC point: EGMN is best." in lines
+
+
+@pytest.mark.slow
+def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
+    full = split_by_day(load_joined())
+    split = dataclasses.replace(
+        full,
+        train=full.train.iloc[:5_000].reset_index(drop=True),
+        validation=full.validation.iloc[:1_000].reset_index(drop=True),
+        test=full.test.iloc[:1_200].reset_index(drop=True),
+    )
+    fitted = fit_features(split.train)
+    prepared = Prepared(
+        split=split,
+        fitted=fitted,
+        train=encode(fitted, split.train),
+        validation=encode(fitted, split.validation),
+        test=encode(fitted, split.test),
+    )
+    models_dir, reports_dir = tmp_path / "models", tmp_path / "reports"
+    shutil.copytree(ROOT / "models" / "egmn" / "1", models_dir / "egmn" / "1")
+    small = {"hidden": (16,), "max_epochs": 1, "batch_size": 512}
+    for name in ("vr", "softmax"):
+        run = run_baseline(prepared, BaselineConfig(model=name, **small), progress=False)  # type: ignore[arg-type]
+        write_baseline(run, models_dir / name / "1", "1", {})
+    d2q = run_baseline(prepared, BaselineConfig(model="d2q", **small), progress=False)  # type: ignore[arg-type]
+
+    inputs = evaluation.collect(models_dir, split, d2q)
+    assert [m.name for m in inputs.models] == ["egmn", "vr", "softmax", "d2q"]
+    path = evaluation.write_report(reports_dir, inputs, models_dir, notes="tiny", build_seconds=1.0)
+
+    text = path.read_text()
+    for name in ("egmn", "vr", "softmax", "d2q"):
+        assert f"\n| {name} | " in text
+    assert "| d2q | - (offline) |" in text
+    assert "### Who wins each column" in text and "## By video duration" in text
+    assert text.count("![") == 3
+    doc = json.loads((reports_dir / "evaluation.json").read_text())
+    assert doc["rows"] == 1_200 and set(doc["models"]) == {"egmn", "vr", "softmax", "d2q"}
+    egmn = doc["models"]["egmn"]
+    assert egmn["family"] == "egm" and egmn["onnx_rows_per_s"] > 0
+    assert egmn["overall"]["crps"] > 0 and "nll_positive" in egmn["overall"]
+    assert set(egmn["by_duration"]) <= {g for g, _, _ in DURATION_GROUPS}
+    rows = sum(g["rows"] for g in egmn["by_duration"].values())
+    assert rows == 1_200  # every test row sits in exactly one group
+    assert doc["models"]["d2q"]["overall"].keys() == {"mae_point", "xauc_point"}
+    for png in ("distributions", "reliability", "egmn_mixture"):
+        data = (reports_dir / f"evaluation_{png}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
