@@ -120,6 +120,17 @@ def column_array(field: str, values: Any, kind: str, status: int) -> np.ndarray:
     return arr
 
 
+def _check_row_limit(prefix: str, n: int, max_rows: int) -> None:
+    """413 for a request over the row limit, whichever form it came in."""
+    if n > max_rows:
+        raise ApiError(
+            413,
+            f"{prefix}: {n} rows exceed the limit of {max_rows} per request",
+            code="too_large",
+            field=prefix,
+        )
+
+
 def columnar(
     model: LoadedModel, features: Any, max_rows: int, status: int, prefix: str = "features"
 ) -> tuple[dict[str, np.ndarray], int]:
@@ -137,13 +148,7 @@ def columnar(
             raise invalid(status, f"{prefix}.{source}", f"expected a list of values, got {got}")
         if first is None:
             first, n = source, len(values)
-            if n > max_rows:
-                raise ApiError(
-                    413,
-                    f"{prefix}: {n} rows exceed the limit of {max_rows} per request",
-                    code="too_large",
-                    field=prefix,
-                )
+            _check_row_limit(prefix, n, max_rows)
         elif len(values) != n:
             raise invalid(
                 status,
@@ -165,13 +170,7 @@ def rows_to_columns(
     if not isinstance(instances, list):
         raise invalid(status, prefix, "expected a list of row objects")
     n = len(instances)
-    if n > max_rows:
-        raise ApiError(
-            413,
-            f"{prefix}: {n} rows exceed the limit of {max_rows} per request",
-            code="too_large",
-            field=prefix,
-        )
+    _check_row_limit(prefix, n, max_rows)
     row = _first_row(instances, lambda v: not isinstance(v, dict)) if n else None
     if row is not None:
         raise invalid(status, prefix, "expected an object of feature values", row)
