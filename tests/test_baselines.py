@@ -338,3 +338,23 @@ def test_a_short_run_learns_and_round_trips(split: object, tmp_path: Path, name:
         a = predict_distribution(run, prepared.test).mean()
         b = predict_distribution(again, prepared.test).mean()
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SERVED)
+def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> None:
+    """A baseline directory written by ``make models`` scores what its manifest says."""
+    model_dir = Path(__file__).resolve().parent.parent / "models" / name / "1"
+    if not (model_dir / "manifest.json").exists():
+        pytest.skip(f"{model_dir} not built (make models)")
+    from model_export.data import labels
+    from model_export.metrics import evaluate_distribution
+
+    model = ExportedModel(model_dir)
+    assert model.manifest.family == get_family(model.manifest.family).family
+    assert model.manifest.evaluation is not None
+    test: pd.DataFrame = split.test  # type: ignore[attr-defined]
+    dist = model.distribution(raw_columns(test, model.manifest.source_columns()))
+    got = evaluate_distribution(dist, labels(test))
+    for key, value in model.manifest.evaluation.metrics.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
