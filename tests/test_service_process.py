@@ -96,6 +96,9 @@ def _send_predict(port: int, body: bytes) -> http.client.HTTPConnection:
     return conn
 
 
+ROWS = 5000
+
+
 def test_start_predict_and_drain_on_sigterm(service: Service) -> None:
     service.wait_ready()
     assert _get(service.port, "/healthz") == (200, b'{"live":true}')
@@ -108,13 +111,20 @@ def test_start_predict_and_drain_on_sigterm(service: Service) -> None:
     conn.close()
     assert len(expected_small) == 64
 
-    # Several large requests, each fully sent before the signal; none may be lost.
+    # Several large requests, each fully sent before the signal; none may be lost. Their
+    # quantiles keep the server busy for well over a second on 2 cores, so the signal
+    # lands after every connection was accepted and while answers are still being computed.
     bodies = [
-        orjson.dumps({"features": {k: v[i * 1000 : i * 1000 + 2500] for k, v in features.items()}})
+        orjson.dumps(
+            {
+                "features": {k: v[i * 600 : i * 600 + ROWS] for k, v in features.items()},
+                "quantiles": [0.1, 0.25, 0.5, 0.75, 0.9],
+            }
+        )
         for i in range(8)
     ]
     connections = [_send_predict(service.port, body) for body in bodies]
-    time.sleep(0.3)  # let the server accept and start reading every connection
+    time.sleep(0.5)
     service.proc.send_signal(signal.SIGTERM)
 
     # From the signal on, readiness is never reported again (503 or refused connection).
@@ -144,7 +154,7 @@ def test_start_predict_and_drain_on_sigterm(service: Service) -> None:
     assert "Waiting for connections to close" in log, log  # the requests were in flight
     assert [status for status, _ in answers] == [200] * len(bodies), log
     for i, (_, doc) in enumerate(answers):
-        assert doc["n"] == 2500
+        assert doc["n"] == ROWS
         if i == 0:  # the same rows answer the same, during shutdown as before it
             assert doc["expected_watch_time_s"][:64] == pytest.approx(expected_small, rel=1e-9)
     assert readiness and 200 not in readiness, readiness
