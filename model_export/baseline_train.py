@@ -17,8 +17,6 @@ Honesty rules, enforced here rather than promised in the report:
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from model_export.baseline_models import (
     CREAD,
@@ -43,7 +40,7 @@ from model_export.baseline_models import (
 from model_export.features import FittedFeatures
 from model_export.metrics import evaluate_distribution, evaluate_point
 from model_export.pipeline import Encoded, Prepared, training_window
-from model_export.train import History, seed_everything
+from model_export.train import History, fit_early_stopping, seed_everything
 from service.distributions import Distribution, Normal, get_family
 from service.manifest import CategoricalFeature, InputTensor, NumericFeature, TrainingWindow
 
@@ -239,54 +236,25 @@ def train_baseline(
     EGMN's (same batches, same stopping rule), with the model's own loss.
     """
     seed_everything(config.seed, config.num_threads)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    history = History()
-    best_state: dict[str, torch.Tensor] | None = None
-    best = math.inf
-    n = len(train)
-    steps = math.ceil(n / config.batch_size)
-    for epoch in range(config.max_epochs):
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        bar = tqdm(
-            range(steps),
-            desc=f"{model.name} epoch {epoch + 1}/{config.max_epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for step in bar:
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if idx.numel() < 2:  # BatchNorm needs two rows
-                continue
-            cat = train.categorical[idx]
-            loss = model.loss(model(cat, train.numeric[idx]), y_train[idx])
-            if config.embedding_l2 > 0:
-                reg = sum(emb(cat[:, i]).pow(2).sum() for i, emb in enumerate(model.embeddings))
-                loss = loss + config.embedding_l2 * reg / idx.numel()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-        history.train_loss.append(total / n)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return model.loss(model(train.categorical[idx], train.numeric[idx]), y_train[idx])
+
+    def validate() -> float:
         with torch.no_grad():
-            val = float(model.validation_loss(predict_raw(model, validation), y_validation))
-        history.validation_nll.append(val)
-        if progress:
-            tqdm.write(
-                f"{model.name} epoch {epoch + 1}: train {total / n:.4f}  validation {val:.4f}"
-            )
-        if not math.isfinite(val):
-            break
-        if val < best - 1e-4:
-            best, history.best_epoch = val, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - history.best_epoch >= config.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+            return float(model.validation_loss(predict_raw(model, validation), y_validation))
+
+    history = fit_early_stopping(
+        model,
+        len(train),
+        train.categorical,
+        batch_loss,
+        validate,
+        config,
+        label=model.name,
+        progress=progress,
+        stop_on_nonfinite=True,
+    )
     return history
 
 

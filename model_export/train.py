@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -113,6 +115,89 @@ def validation_nll(model: EGMN, data: Encoded, scale: float) -> float:
     return float(-log_prob(params, data.y / scale).mean())
 
 
+class LoopConfig(Protocol):
+    """The optimisation settings every trainer shares (TrainConfig, BaselineConfig).
+
+    Models are any module with an ``embeddings`` ModuleList (one table per categorical
+    column), which every model here has.
+    """
+
+    lr: float
+    embedding_l2: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    seed: int
+
+
+def fit_early_stopping(
+    model: torch.nn.Module,
+    n: int,
+    categorical: torch.Tensor,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    validate: Callable[[], float],
+    config: LoopConfig,
+    label: str,
+    progress: bool,
+    stop_on_nonfinite: bool = False,
+) -> History:
+    """Adam over shuffled mini-batches, early stopping on ``validate``, best epoch restored.
+
+    One loop for EGMN and every baseline, so that they differ only in the loss: the same
+    batches, the same L2 on the embeddings of each batch, the same stopping rule.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = History()
+    best_state: dict[str, torch.Tensor] | None = None
+    best = math.inf
+    steps = math.ceil(n / config.batch_size)
+    prefix = f"{label} " if label else ""
+    for epoch in range(config.max_epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        bar = tqdm(
+            range(steps),
+            desc=f"{prefix}epoch {epoch + 1}/{config.max_epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for step in bar:
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if idx.numel() < 2:  # BatchNorm needs two rows
+                continue
+            loss = batch_loss(idx)
+            if config.embedding_l2 > 0:
+                cat = categorical[idx]
+                reg = sum(emb(cat[:, i]).pow(2).sum() for i, emb in enumerate(model.embeddings))
+                loss = loss + config.embedding_l2 * reg / idx.numel()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        history.train_loss.append(total / n)
+        val = validate()
+        history.validation_nll.append(val)
+        if progress:
+            tqdm.write(
+                f"{prefix}epoch {epoch + 1}: train loss {total / n:.4f}  validation {val:.4f}"
+            )
+        if stop_on_nonfinite and not math.isfinite(val):
+            break
+        if val < best - 1e-4:
+            best, history.best_epoch = val, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - history.best_epoch >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
 def train_egmn(
     train: Encoded,
     validation: Encoded,
@@ -132,55 +217,22 @@ def train_egmn(
         dropout=config.dropout,
         point_mass=config.point_mass,
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    history = History()
-    best_state: dict[str, torch.Tensor] | None = None
-    best = math.inf
     scale = config.label_scale
-    n = len(train)
-    steps = math.ceil(n / config.batch_size)
-    for epoch in range(config.max_epochs):
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {epoch + 1}/{config.max_epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for step in bar:
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if idx.numel() < 2:  # BatchNorm needs two rows
-                continue
-            cat = train.categorical[idx]
-            params = model(cat, train.numeric[idx])
-            loss, _ = egmn_loss(params, train.y[idx] / scale, config.alpha, config.beta)
-            if config.embedding_l2 > 0:
-                reg = sum(emb(cat[:, i]).pow(2).sum() for i, emb in enumerate(model.embeddings))
-                loss = loss + config.embedding_l2 * reg / idx.numel()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        history.train_loss.append(total / n)
-        val = validation_nll(model, validation, scale)
-        history.validation_nll.append(val)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}: train loss {total / n:.4f}  validation NLL {val:.4f} (scaled)"
-            )
-        if val < best - 1e-4:
-            best, history.best_epoch = val, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - history.best_epoch >= config.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        params = model(train.categorical[idx], train.numeric[idx])
+        return egmn_loss(params, train.y[idx] / scale, config.alpha, config.beta)[0]
+
+    history = fit_early_stopping(
+        model,
+        len(train),
+        train.categorical,
+        batch_loss,
+        lambda: validation_nll(model, validation, scale),
+        config,
+        label="",
+        progress=progress,
+    )
     return model, history
 
 
