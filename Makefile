@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-kserve lint typecheck models bench-distributions clean
+.PHONY: run test test-kserve lint typecheck models bench-distributions clean system-deps
 
 # venv creation is retried once: ensurepip has been seen to fail transiently.
 $(BIN)/python:
@@ -22,6 +22,15 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[serve,train,dev]'
 	touch $@ $(VENV)/.serve
 
+# Tools from the distribution that the tests drive for real: promtool and prometheus (Debian's
+# `prometheus` package). Needs root or sudo; a no-op when they are already on PATH.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
 run: $(VENV)/.serve
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
@@ -32,7 +41,7 @@ lint: $(VENV)/.all
 typecheck: $(VENV)/.all
 	$(BIN)/mypy service
 
-test: lint typecheck
+test: system-deps lint typecheck
 	$(BIN)/python -m pytest
 	$(MAKE) test-kserve
 
