@@ -42,7 +42,7 @@ from model_export.metrics import evaluate_distribution, evaluate_point
 from model_export.pipeline import Encoded, Prepared, training_window
 from model_export.train import History, fit_early_stopping, seed_everything
 from service.distributions import Distribution, Normal, get_family
-from service.manifest import CategoricalFeature, InputTensor, NumericFeature, TrainingWindow
+from service.manifest import TrainingWindow
 
 SERVED = ("vr", "wlr", "ziln", "softmax", "cread")
 """Baselines exported to ``models/<name>/1`` and served by their family."""
@@ -384,8 +384,7 @@ def save_run(run: BaselineRun, path: Path) -> None:
     torch.save(
         {
             "config": run.config.as_dict(),
-            "features": [f.model_dump(mode="json") for f in run.fitted.features],
-            "inputs": [t.model_dump(mode="json") for t in run.fitted.inputs],
+            **run.fitted.state(),
             "window": run.window.model_dump(mode="json"),
             "model": run.model.state_dict(),
             "extras": run.model.extras(),
@@ -409,15 +408,7 @@ def load_run(path: Path) -> BaselineRun:
     cfg = dict(ck["config"])
     cfg["hidden"] = tuple(cfg["hidden"])
     config = BaselineConfig(**cfg)
-    features: list[CategoricalFeature | NumericFeature] = [
-        CategoricalFeature.model_validate(f)
-        if f["kind"] == "categorical"
-        else NumericFeature.model_validate(f)
-        for f in ck["features"]
-    ]
-    fitted = FittedFeatures(
-        features=features, inputs=[InputTensor.model_validate(t) for t in ck["inputs"]]
-    )
+    fitted = FittedFeatures.from_state(ck)
     state = ck["model"]
     # Head constants are buffers; CREAD's count sizes its head, so it comes from the state.
     thresholds = state["thresholds_s"].tolist() if "thresholds_s" in state else None

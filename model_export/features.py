@@ -19,8 +19,9 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,26 @@ class FittedFeatures:
     def numeric_width(self) -> int:
         """Columns of the numeric tensor."""
         return len(self.inputs[1].columns)
+
+    def state(self) -> dict[str, list[dict[str, object]]]:
+        """Plain JSON values for a checkpoint (one format for EGMN and the baselines)."""
+        return {
+            "features": [f.model_dump(mode="json") for f in self.features],
+            "inputs": [t.model_dump(mode="json") for t in self.inputs],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> FittedFeatures:
+        """Inverse of :meth:`state`; accepts a whole checkpoint dict as well."""
+        features: list[CategoricalFeature | NumericFeature] = [
+            CategoricalFeature.model_validate(f)
+            if f["kind"] == "categorical"
+            else NumericFeature.model_validate(f)
+            for f in state["features"]
+        ]
+        return cls(
+            features=features, inputs=[InputTensor.model_validate(t) for t in state["inputs"]]
+        )
 
 
 def _category_values(decl: CategoricalDecl, column: np.ndarray) -> pd.Series:

@@ -28,7 +28,7 @@ from model_export.features import FittedFeatures, fit_features
 from model_export.metrics import METRIC_NOTES, evaluate_distribution, evaluate_point
 from model_export.train import Encoded, History, TrainConfig, fit_calibration, train_egmn
 from service.distributions import EGM
-from service.manifest import CategoricalFeature, InputTensor, NumericFeature, TrainingWindow
+from service.manifest import TrainingWindow
 from service.runtime.features import encode_columns, required_columns
 
 
@@ -162,8 +162,7 @@ def save_run(run: EGMNRun, path: Path) -> None:
     torch.save(
         {
             "config": run.config.as_dict(),
-            "features": [f.model_dump(mode="json") for f in run.fitted.features],
-            "inputs": [t.model_dump(mode="json") for t in run.fitted.inputs],
+            **run.fitted.state(),
             "window": run.window.model_dump(mode="json"),
             "model": run.model.state_dict(),
             "calibration": None if run.calibration is None else run.calibration.state_dict(),
@@ -187,15 +186,7 @@ def load_run(path: Path) -> EGMNRun:
     cfg = dict(ck["config"])
     cfg["hidden"] = tuple(cfg["hidden"])
     config = TrainConfig(**cfg)
-    features: list[CategoricalFeature | NumericFeature] = [
-        CategoricalFeature.model_validate(f)
-        if f["kind"] == "categorical"
-        else NumericFeature.model_validate(f)
-        for f in ck["features"]
-    ]
-    fitted = FittedFeatures(
-        features=features, inputs=[InputTensor.model_validate(t) for t in ck["inputs"]]
-    )
+    fitted = FittedFeatures.from_state(ck)
     model = EGMN(
         fitted.cardinalities,
         fitted.numeric_width,

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     )
     default_model: str | None = Field(
         default=None,
-        description="model served by /v1/predict; default: the only name, else the first sorted",
+        description="model served by /v1/predict; default: egmn if loaded, else the first sorted",
     )
     max_request_rows: int = Field(default=10_000, ge=1, description="rows per request (413)")
     max_body_bytes: int = Field(

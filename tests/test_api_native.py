@@ -118,6 +118,7 @@ def test_default_bare_and_versioned_routes_agree(client: AppClient, rows256: Any
         for url in ("/v1/predict", "/v1/models/egmn/predict", "/v1/models/egmn/versions/1/predict")
     ]
     assert answers[0] == answers[1] == answers[2]
+    assert answers[0]["model"] == "egmn"  # the headline model, whatever else is served
 
 
 def test_threshold_nulls_and_unused_columns(
@@ -137,6 +138,7 @@ def test_threshold_nulls_and_unused_columns(
     feats["not_a_feature"] = ["x"] * 3
     r = client.post("/v1/predict", json={"features": feats, "quick_skip_threshold_s": 7.5})
     assert r.status_code == 200, r.text
+    assert r.json()["model"] == "egmn"  # the reference below is EGMN's
     dist = reference.distribution(cols)
     assert r.json()["quick_skip_threshold_s"] == 7.5
     _close(r.json()["quick_skip_prob"], dist.cdf(7.5))
@@ -177,8 +179,14 @@ def test_models_listing_and_manifest(client: AppClient) -> None:
     listing = client.get("/v1/models")
     assert listing.status_code == 200
     assert listing.json()["default"] == "egmn"
-    [entry] = listing.json()["models"]
-    assert entry["name"] == "egmn" and entry["version"] == "1" and entry["default"] is True
+    entries = listing.json()["models"]
+    on_disk_dirs = sorted(
+        (p.parent.parent.name, p.parent.name) for p in MODELS.glob("*/*/manifest.json")
+    )
+    assert sorted((e["name"], e["version"]) for e in entries) == on_disk_dirs
+    assert [e["name"] for e in entries if e["default"] is True] == ["egmn"]
+    [entry] = [e for e in entries if e["name"] == "egmn"]
+    assert entry["version"] == "1"
     detail = client.get("/v1/models/egmn").json()
     on_disk = json.loads((MODELS / "egmn" / "1" / "manifest.json").read_text())
     assert detail["manifest"] == on_disk

@@ -23,6 +23,10 @@ from service.runtime.features import required_columns
 
 log = logging.getLogger("watchtime.repository")
 
+#: The model ``/v1/predict`` serves when WATCHTIME_DEFAULT_MODEL is unset and it is loaded:
+#: baselines served beside it must not take over the bare route by name order.
+PREFERRED_DEFAULT = "egmn"
+
 _ORT_DTYPES = {"int64": "tensor(int64)", "float32": "tensor(float)"}
 
 
@@ -179,8 +183,13 @@ class ModelRepository:
             self._models.setdefault(model.name, {})[model.version] = model
         if default is not None and default not in self._models:
             raise UnknownModelError(default)
-        names = sorted(self._models)
-        self.default_name: str | None = default if default is not None else next(iter(names), None)
+        self.default_name: str | None = default if default is not None else self._implicit_default()
+
+    def _implicit_default(self) -> str | None:
+        """The headline model when it is loaded, else the first name (stable across restarts)."""
+        if PREFERRED_DEFAULT in self._models:
+            return PREFERRED_DEFAULT
+        return next(iter(sorted(self._models)), None)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._models.values())
