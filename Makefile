@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-kserve lint typecheck models bench-distributions clean system-deps
+.PHONY: run test test-kserve lint typecheck models bench bench-distributions clean system-deps
 
 # venv creation is retried once: ensurepip has been seen to fail transiently.
 $(BIN)/python:
@@ -59,6 +59,12 @@ test-kserve: $(KSERVE_VENV)/.installed
 
 models: $(VENV)/.all
 	$(BIN)/python -m model_export build-all
+
+# In-process limit against HTTP (wrk, Debian's `wrk` package): table + reports/benchmarks.md
+bench: $(VENV)/.all
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk; }
+	$(BIN)/python loadtest/benchmark.py
 
 bench-distributions: $(VENV)/.all
 	$(BIN)/python loadtest/bench_distributions.py
