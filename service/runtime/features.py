@@ -129,13 +129,47 @@ def _lookup(vocabulary: Array, values: Array) -> IntArray:
     return np.where(found, clipped + FIRST_VOCAB_INDEX, OOV_INDEX).astype(np.int64)
 
 
+_ARRAY_CACHE: dict[int, tuple[CategoricalFeature, Array, Array]] = {}
+_ARRAY_CACHE_SIZE = 4096
+
+
+def _vocabulary_arrays(spec: CategoricalFeature) -> tuple[Array, Array]:
+    """The spec's vocabulary and missing sentinels as numpy arrays, built once per spec.
+
+    Turning a vocabulary of tens of thousands of ids from a list into an array costs
+    milliseconds, far more than the lookup itself; manifests are immutable, so the arrays are
+    kept per spec object (the entry holds the spec, so its id cannot be reused meanwhile).
+    """
+    hit = _ARRAY_CACHE.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1], hit[2]
+    dtype = np.str_ if spec.dtype == "string" else np.int64
+    vocab = np.asarray(spec.vocabulary, dtype=dtype)
+    sentinels = np.asarray(spec.missing_values, dtype=dtype)
+    if len(_ARRAY_CACHE) >= _ARRAY_CACHE_SIZE:
+        _ARRAY_CACHE.clear()
+    _ARRAY_CACHE[id(spec)] = (spec, vocab, sentinels)
+    return vocab, sentinels
+
+
+def _is_any_of(values: Array, sentinels: Array) -> BoolArray:
+    """``np.isin`` for the handful of sentinels a manifest names, without its set-up cost."""
+    if sentinels.size > 16:
+        return np.isin(values, sentinels)
+    out = values == sentinels[0]
+    for sentinel in sentinels[1:]:
+        out |= values == sentinel
+    return np.asarray(out, dtype=np.bool_)
+
+
 def encode_categorical(spec: CategoricalFeature, values: Array) -> IntArray:
     """Embedding indices of one categorical feature (see CategoricalFeature for the layout)."""
+    vocab, sentinels = _vocabulary_arrays(spec)
     if spec.dtype == "string":
         text, missing = _as_strings(spec.source, values)
-        if spec.missing_values:
-            missing |= np.isin(text, np.asarray(spec.missing_values, dtype=np.str_))
-        index = _lookup(np.asarray(spec.vocabulary, dtype=np.str_), text)
+        if sentinels.size:
+            missing |= _is_any_of(text, sentinels)
+        index = _lookup(vocab, text)
         return np.where(missing, MISSING_INDEX, index).astype(np.int64)
 
     floats, missing = _as_float(spec.source, values)
@@ -151,9 +185,9 @@ def encode_categorical(spec: CategoricalFeature, values: Array) -> IntArray:
         ints = np.where((ints >= 0) & (hours <= 23) & (ints % 100 < 60), hours, -1)
     elif spec.transform == "weekday":
         ints = weekday_from_yyyymmdd(ints)
-    if spec.missing_values:
-        missing |= np.isin(ints, np.asarray(spec.missing_values, dtype=np.int64)) & ~missing
-    index = _lookup(np.asarray(spec.vocabulary, dtype=np.int64), ints)
+    if sentinels.size:
+        missing |= _is_any_of(ints, sentinels) & ~missing
+    index = _lookup(vocab, ints)
     if arr.dtype.kind not in "iu":
         index = np.where(non_integral, OOV_INDEX, index)
     return np.where(missing, MISSING_INDEX, index).astype(np.int64)
