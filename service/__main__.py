@@ -3,14 +3,17 @@
 Options ``--host --port --workers --model-repository`` override the ``WATCHTIME_*``
 variables. The validated settings are exported back to the environment, because with
 ``--workers > 1`` uvicorn builds the app in fresh processes through the factory, which reads
-only the environment.
+only the environment. Metrics always run in prometheus-client's multiprocess mode, in a
+fresh directory (``PROMETHEUS_MULTIPROC_DIR``), so one code path serves any worker count.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +33,26 @@ def log_config(settings: Settings) -> dict[str, Any]:
         "propagate": False,
     }
     return config
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_directory() -> tuple[str, bool]:
+    """An empty directory for the workers' metric files, and whether it was created here.
+
+    prometheus-client reads the variable when it is imported, so it is set before any worker
+    imports it. Files left by an earlier run would add their counts to this one's, so a
+    directory given by the operator is emptied; otherwise a private one is made.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for entry in os.listdir(given):
+            if entry.endswith(".db"):
+                os.remove(os.path.join(given, entry))
+        return given, False
+    return tempfile.mkdtemp(prefix="watchtime-metrics-"), True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     os.environ.update(settings_env(settings))
+    directory, owned = metrics_directory()
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        serve(settings)
+    finally:
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+def serve(settings: Settings) -> None:
+    """Run uvicorn until it exits (after a signal and the drain)."""
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -68,7 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    return 0
 
 
 if __name__ == "__main__":

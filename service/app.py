@@ -18,13 +18,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
+from service import metrics
 from service.config import Settings, load_settings
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
 from service.protocol.native import router as native_router
 from service.protocol.schemas import request_examples, v2_examples
 from service.protocol.v2 import router as v2_router
+from service.runtime.batcher import BatchConfig, Batchers
 from service.runtime.repository import (
     ModelRepository,
     SessionConfig,
@@ -84,16 +87,22 @@ def create_app(
     """
     settings = settings if settings is not None else load_settings()
     state = ServiceState(repository)
+    batchers = Batchers(batch_config(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if handle_signals:
             _chain_shutdown_signals(state)
         loaded = repository if repository is not None else await run_in_threadpool(_load, settings)
+        metrics.register_models((m.name, m.version, m.manifest.family) for m in loaded)
         state.set_repository(loaded)
         log.info("ready: %d model(s), default %s", len(loaded), loaded.default_name)
-        yield
-        state.begin_shutdown()
+        try:
+            yield
+        finally:
+            state.begin_shutdown()
+            await batchers.close()
+            metrics.process_exiting()
 
     app = FastAPI(
         title="watchtime",
@@ -107,11 +116,29 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = state
+    app.state.batchers = batchers
     install_error_handlers(app)
     app.include_router(native_router)
     app.include_router(v2_router)
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])
     _examples_from_default_model(app, state)
     return app
+
+
+def batch_config(settings: Settings) -> BatchConfig:
+    """The batchers' knobs from the settings."""
+    return BatchConfig(
+        enabled=settings.batching,
+        max_batch_rows=settings.max_batch_rows,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+        max_queue_rows=settings.max_queue_rows,
+    )
+
+
+async def metrics_endpoint() -> Response:
+    """Prometheus text format: every worker process's values, merged."""
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
 
 
 def _examples_from_default_model(app: FastAPI, state: ServiceState) -> None:

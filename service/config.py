@@ -48,6 +48,28 @@ class Settings(BaseSettings):
         default=0, ge=0, description="onnxruntime threads across operators (0: its default)"
     )
     warmup_rows: int = Field(default=64, ge=1, description="batch size of the warm-up runs")
+    batching: bool = Field(
+        default=True, description="merge rows of concurrent requests into one onnxruntime run"
+    )
+    max_batch_rows: int = Field(
+        default=256, ge=1, le=1_000_000, description="most rows in one onnxruntime run"
+    )
+    max_queue_delay_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60_000.0,
+        allow_inf_nan=False,
+        description="longest wait of the oldest queued request for more rows to batch with",
+    )
+    max_queue_rows: int = Field(
+        default=50_000, ge=1, description="rows a model's queue holds; beyond it: 429"
+    )
+    default_timeout_ms: float | None = Field(
+        default=None,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="deadline of a request that sends none (0 or unset: no deadline)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 

@@ -3,14 +3,16 @@
 A request body is parsed by orjson (which refuses ``NaN``/``Infinity`` literals, as JSON
 does) and turned into one numpy array per feature column without any Python loop over rows
 for the columnar form; the row form is transposed column by column with C-level iteration.
-All of decoding, inference and encoding run in a worker thread, so that a large batch does
-not stall the event loop for the other connections.
+Decoding and encoding run in a worker thread and onnxruntime in the model's batcher, so that
+a large batch does not stall the event loop for the other connections.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -20,13 +22,19 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service import metrics
 from service.protocol.common import (
     Version,
+    deadline_at,
     json_response,
+    observe_prediction,
+    observe_request,
     read_body,
     resolve,
+    run_batched,
     service_state,
     serving_repository,
+    timeout_header_s,
 )
 from service.protocol.errors import (
     ApiError,
@@ -43,7 +51,14 @@ from service.protocol.schemas import (
     predict_request_body,
 )
 from service.runtime.features import FeatureError
-from service.runtime.inference import InvalidInput, Prediction, PredictOptions, predict
+from service.runtime.inference import (
+    FloatArray,
+    InvalidInput,
+    Prediction,
+    PredictOptions,
+    encode,
+    postprocess,
+)
 from service.runtime.repository import LoadedModel, ModelRepository
 
 NATIVE_STATUS = 422
@@ -282,17 +297,39 @@ def encode_prediction(model: LoadedModel, result: Prediction, options: PredictOp
     return orjson.dumps(body, option=JSON_OPTIONS)
 
 
-def handle_predict(model: LoadedModel, body: bytes, max_rows: int) -> bytes:
-    """The whole synchronous path of one request: decode, predict, encode (run in a thread)."""
+@dataclass(frozen=True)
+class PreparedPredict:
+    """A decoded native request: model input tensors, options and the form the client used."""
+
+    tensors: dict[str, np.ndarray]
+    n: int
+    options: PredictOptions
+    form: str
+
+
+def prepare_predict(model: LoadedModel, body: bytes, max_rows: int) -> PreparedPredict:
+    """Decode a request body and encode its features (run in a worker thread)."""
     columns, options, form = decode_request(model, body, max_rows)
     try:
-        result = predict(model, columns, options)
+        tensors = encode(model, columns)
     except FeatureError as exc:
         raise from_feature_error(exc, NATIVE_STATUS, form) from None
+    n = len(next(iter(columns.values()))) if columns else 0
+    return PreparedPredict(tensors, n, options, form)
+
+
+def finish_predict(
+    model: LoadedModel, prepared: PreparedPredict, params: dict[str, FloatArray]
+) -> bytes:
+    """Post-process the request's rows and encode the answer (run in a worker thread)."""
+    started = time.perf_counter()
+    try:
+        result = postprocess(model, params, prepared.options)
     except InvalidInput as exc:  # about the rows as a whole: name the form the client used
-        field = form if exc.field == "features" else exc.field
+        field = prepared.form if exc.field == "features" else exc.field
         raise invalid(NATIVE_STATUS, field, exc.message, exc.row) from None
-    return encode_prediction(model, result, options)
+    observe_prediction(model, result, time.perf_counter() - started)
+    return encode_prediction(model, result, prepared.options)
 
 
 # --------------------------------------------------------------------------- routes
@@ -315,17 +352,26 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown model"},
     413: {"model": ErrorBody, "description": "body or row count over the limit"},
     422: {"model": ErrorBody, "description": "malformed or invalid input: field and row named"},
+    429: {"model": ErrorBody, "description": "queue full: retry after Retry-After seconds"},
     503: {"model": ErrorBody, "description": "models not loaded yet"},
+    504: {"model": ErrorBody, "description": "deadline (X-Request-Timeout-Ms) passed in queue"},
 }
 
 router = APIRouter()
 
 
 async def _predict(request: Request, name: str | None, version: str | None) -> Response:
-    model = resolve(request, name, version)
+    arrival = time.monotonic()
     settings = request.app.state.settings
-    body = await read_body(request, settings.max_body_bytes)
-    out = await run_in_threadpool(handle_predict, model, body, settings.max_request_rows)
+    with observe_request("predict") as record:
+        model = resolve(request, name, version)
+        record.model = model.name
+        deadline = deadline_at(arrival, settings, timeout_header_s(request, NATIVE_STATUS))
+        body = await read_body(request, settings.max_body_bytes)
+        prepared = await run_in_threadpool(prepare_predict, model, body, settings.max_request_rows)
+        metrics.REQUEST_ROWS.labels(model.name).observe(prepared.n)
+        params = await run_batched(request, model, prepared.tensors, prepared.n, deadline)
+        out = await run_in_threadpool(finish_predict, model, prepared, params)
     return Response(out, media_type="application/json")
 
 

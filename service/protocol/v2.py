@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,19 +29,32 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service import metrics
 from service.protocol.common import (
     SERVER_VERSION,
     Version,
+    deadline_at,
     json_response,
+    observe_prediction,
+    observe_request,
     read_body,
     resolve,
+    run_batched,
     service_state,
     serving_repository,
+    timeout_header_s,
 )
 from service.protocol.errors import ApiError, from_feature_error, from_invalid_input
 from service.protocol.schemas import ErrorBody, v2_request_body
 from service.runtime.features import FeatureError
-from service.runtime.inference import InvalidInput, Prediction, PredictOptions, predict
+from service.runtime.inference import (
+    FloatArray,
+    InvalidInput,
+    Prediction,
+    PredictOptions,
+    postprocess,
+)
+from service.runtime.inference import encode as encode_inputs
 from service.runtime.repository import LoadedModel
 
 V2_STATUS = 400
@@ -183,6 +197,7 @@ class V2Request:
     options: PredictOptions
     outputs: list[OutputRequest]
     request_id: str | None
+    timeout_s: float | None = None
 
 
 def _is_number(v: object) -> bool:
@@ -310,6 +325,7 @@ def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows:
         options=options,
         outputs=outputs,
         request_id=request_id if isinstance(request_id, str) else None,
+        timeout_s=timeout_parameter_s(parameters),
     )
 
 
@@ -404,17 +420,41 @@ def encode(model: LoadedModel, request: V2Request, result: Prediction) -> tuple[
     return b"".join([text, *blobs]), len(text)
 
 
-def handle_infer(
+def timeout_parameter_s(parameters: Mapping[str, Any]) -> float | None:
+    """The request parameter ``timeout`` in seconds: microseconds, as Triton's clients send it.
+
+    0 or absent: no deadline from the request.
+    """
+    value = parameters.get("timeout")
+    if value is None:
+        return None
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise bad(f"parameter 'timeout': expected microseconds >= 0, got {value!r}")
+    return value / 1e6 if value > 0 else None
+
+
+def prepare_infer(
     model: LoadedModel, body: bytes, header_length: str | None, max_rows: int
-) -> tuple[bytes, int | None]:
-    """Decode, predict and encode one infer request (runs in a worker thread)."""
+) -> tuple[V2Request, dict[str, np.ndarray]]:
+    """Decode a request and encode its features (runs in a worker thread)."""
     request = decode(model, body, header_length, max_rows)
     try:
-        result = predict(model, request.columns, request.options)
+        tensors = encode_inputs(model, request.columns)
     except FeatureError as exc:
         raise from_feature_error(exc, V2_STATUS, "inputs") from None
+    return request, tensors
+
+
+def finish_infer(
+    model: LoadedModel, request: V2Request, params: dict[str, FloatArray]
+) -> tuple[bytes, int | None]:
+    """Post-process and encode one answer (runs in a worker thread)."""
+    started = time.perf_counter()
+    try:
+        result = postprocess(model, params, request.options)
     except InvalidInput as exc:
         raise from_invalid_input(exc, V2_STATUS) from None
+    observe_prediction(model, result, time.perf_counter() - started)
     return encode(model, request, result)
 
 
@@ -502,13 +542,21 @@ async def model_version_ready(request: Request, name: str, version: Version) -> 
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    model = resolve(request, name, version)
+    arrival = time.monotonic()
     settings = request.app.state.settings
-    body = await read_body(request, settings.max_body_bytes)
-    header_length = request.headers.get(HEADER_LENGTH)
-    out, json_length = await run_in_threadpool(
-        handle_infer, model, body, header_length, settings.max_request_rows
-    )
+    with observe_request("infer") as record:
+        model = resolve(request, name, version)
+        record.model = model.name
+        header_timeout = timeout_header_s(request, V2_STATUS)
+        body = await read_body(request, settings.max_body_bytes)
+        header_length = request.headers.get(HEADER_LENGTH)
+        decoded, tensors = await run_in_threadpool(
+            prepare_infer, model, body, header_length, settings.max_request_rows
+        )
+        deadline = deadline_at(arrival, settings, header_timeout, decoded.timeout_s)
+        metrics.REQUEST_ROWS.labels(model.name).observe(decoded.n)
+        params = await run_batched(request, model, tensors, decoded.n, deadline)
+        out, json_length = await run_in_threadpool(finish_infer, model, decoded, params)
     if json_length is None:
         return Response(out, media_type="application/json")
     return Response(
@@ -522,7 +570,9 @@ V2_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": 'invalid input (v2 body: {"error": ...})'},
     404: {"model": ErrorBody, "description": "unknown model"},
     413: {"model": ErrorBody, "description": "body or row count over the limit"},
+    429: {"model": ErrorBody, "description": "queue full: retry after Retry-After seconds"},
     503: {"model": ErrorBody, "description": "models not loaded yet"},
+    504: {"model": ErrorBody, "description": "deadline (timeout parameter) passed in queue"},
 }
 
 INFER_DOC: dict[str, Any] = {"openapi_extra": v2_request_body(), "responses": V2_ERRORS}
