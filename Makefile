@@ -19,7 +19,7 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.all: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[serve,train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[serve,train,dev,load]'
 	touch $@ $(VENV)/.serve
 
 # Tools from the distribution that the tests drive for real: promtool and prometheus (Debian's
