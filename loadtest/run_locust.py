@@ -36,12 +36,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def aggregated(stats_csv: Path) -> dict[str, str]:
+def read_stats(stats_csv: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The Aggregated row and the per-endpoint rows of locust's stats CSV."""
     with stats_csv.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row["Name"] == "Aggregated":
-                return row
-    raise ValueError(f"no Aggregated row in {stats_csv}")
+        rows = list(csv.DictReader(f))
+    total = [row for row in rows if row["Name"] == "Aggregated"]
+    if not total:
+        raise ValueError(f"no Aggregated row in {stats_csv}")
+    return total[0], [row for row in rows if row["Name"] != "Aggregated"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             print(result.stdout + result.stderr, file=sys.stderr)
             print("locust did not run", file=sys.stderr)
             return 2
-        total = aggregated(stats_csv)
+        total, endpoints = read_stats(stats_csv)
         failures_csv = prefix.with_name("run_failures.csv")
         errors = (
             list(csv.DictReader(failures_csv.open(newline=""))) if failures_csv.exists() else []
@@ -79,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         f"rps {float(total['Requests/s']):.1f}  p50 {p50:.0f} ms  p95 {p95:.0f} ms  "
         f"p99 {p99:.0f} ms"
     )
+    for row in endpoints:
+        print(
+            f"  {row['Type']} {row['Name']}: {row['Request Count']} requests, "
+            f"{row['Failure Count']} failures, p99 {row['99%']} ms"
+        )
     for error in errors[:5]:
         print(
             f"  {error['Occurrences']} x {error['Method']} {error['Name']}: {error['Error'][:300]}"

@@ -56,6 +56,9 @@ def test_short_run_passes_with_no_error(service: ServiceProcess) -> None:
     assert code == 0, output
     assert "PASSED" in output and "failures 0 " in output
     assert _requests(output) >= 4
+    for endpoint in ("/v1/models/[model]/predict", "/v2/models/[model]/infer"):
+        match = re.search(re.escape(endpoint) + r": (\d+) requests, 0 failures", output)
+        assert match and int(match.group(1)) > 0, output
 
 
 def test_impossible_latency_threshold_fails(service: ServiceProcess) -> None:
