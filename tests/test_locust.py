@@ -1,4 +1,5 @@
-"""The load test against a real server: a short locust run passes, broken thresholds fail.
+"""A real server under the load test (a short locust run passes, broken thresholds fail)
+and probed by the image's HEALTHCHECK command.
 
 ``loadtest/run_locust.py`` starts locust headless with ``loadtest/locustfile.py`` (requests
 of 50 to 500 real test-day rows, native and v2 users) against ``python -m service``; every
@@ -8,6 +9,7 @@ threshold of 0 means every request sent was scored.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from deploy_support import ROOT, ServiceProcess
+from deploy_support import ROOT, ServiceProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +82,30 @@ def test_errors_break_the_error_threshold(service: ServiceProcess) -> None:
 def test_unreachable_server_fails() -> None:
     code, output = _run("http://127.0.0.1:9", "--max-p99-ms", "10000", "--max-error-ratio", "0.5")
     assert code != 0, output
+
+
+def _healthcheck_command() -> list[str]:
+    """The exec-form HEALTHCHECK command of the image's final stage."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("HEALTHCHECK")]
+    command: list[str] = json.loads(lines[-1][lines[-1].index("CMD") + 3 :])
+    return command
+
+
+def test_image_healthcheck_probes_a_real_server(service: ServiceProcess) -> None:
+    command = _healthcheck_command()
+    assert command[:2] == ["python", "-c"]
+    up = subprocess.run(
+        [sys.executable, *command[1:]],
+        env={**os.environ, "WATCHTIME_PORT": str(service.port)},
+        capture_output=True,
+        timeout=30,
+    )
+    assert up.returncode == 0, up.stderr
+    down = subprocess.run(
+        [sys.executable, *command[1:]],
+        env={**os.environ, "WATCHTIME_PORT": str(free_port())},
+        capture_output=True,
+        timeout=30,
+    )
+    assert down.returncode != 0
