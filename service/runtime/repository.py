@@ -91,6 +91,11 @@ def _session_options(config: SessionConfig) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = config.inter_op_threads
+    # Idle pool threads spin-wait by default: that burns CPU which the other uvicorn workers
+    # and this worker's own decoding and post-processing need (the model's own share of a
+    # request is small), so they sleep instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
