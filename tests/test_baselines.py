@@ -343,10 +343,10 @@ def test_a_short_run_learns_and_round_trips(split: object, tmp_path: Path, name:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SERVED)
 def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> None:
-    """A baseline directory written by ``make models`` scores what its manifest says."""
+    """A shipped baseline directory (written by ``make models``) scores what its manifest says."""
     model_dir = Path(__file__).resolve().parent.parent / "models" / name / "1"
-    if not (model_dir / "manifest.json").exists():
-        pytest.skip(f"{model_dir} not built (make models)")
+    assert (model_dir / "manifest.json").exists(), f"{model_dir} missing: run make models"
+    assert (model_dir / "ATTRIBUTION.txt").read_text().count("CC BY-SA 4.0") >= 1
     from model_export.data import labels
     from model_export.metrics import evaluate_distribution
 
