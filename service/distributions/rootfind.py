@@ -39,6 +39,9 @@ MAX_DOUBLINGS = 200
 # The bracketing grid: GRID_POINTS log-spaced points spanning GRID_SPAN below the top.
 GRID_POINTS = 8
 GRID_SPAN = 1e6
+GRID_POWER = 2.0
+# Safeguarded Newton steps on the cubic model of a grid cell (cheap: no components).
+CUBIC_STEPS = 6
 
 
 class _Evaluator:
@@ -67,6 +70,38 @@ class _Evaluator:
         return f_cdf[:, 0], f_pdf[:, 0]
 
 
+def _cubic_start(
+    target: FloatArray, rise: FloatArray, d_lo: FloatArray, d_hi: FloatArray, width: FloatArray
+) -> FloatArray:
+    """Where, as a fraction ``s`` of its cell, the CDF is expected to reach each level.
+
+    A grid cell spans a factor of about seven in time, so a straight line through its
+    ends (regula falsi) starts Newton far enough out to cost several full evaluations
+    of the mixture. The grid already gives the slopes at both ends, so the cubic
+    Hermite interpolant of the CDF in log time is free, and solving it costs a few
+    passes over one value per level instead of one per level and component. It is
+    only a start: the bracketed search that follows owns correctness, so where the
+    slopes are unknown (the first cell) or useless this falls back to the line.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        line = target / rise
+        c1 = d_lo * width
+        c3 = c1 + d_hi * width - 2.0 * rise
+        c2 = rise - c1 - c3
+        s = np.clip(line, 0.02, 0.98)
+        s_lo = np.zeros_like(s)
+        s_hi = np.ones_like(s)
+        for _ in range(CUBIC_STEPS):
+            val = ((c3 * s + c2) * s + c1) * s - target
+            low = val < 0
+            s_lo = np.where(low, s, s_lo)
+            s_hi = np.where(low, s_hi, s)
+            slope = (3.0 * c3 * s + 2.0 * c2) * s + c1
+            s = s - val / slope
+            s = np.where((s > s_lo) & (s < s_hi), s, 0.5 * (s_lo + s_hi))
+        return np.where(np.isfinite(s), s, np.clip(np.nan_to_num(line, nan=0.5), 0.02, 0.98))
+
+
 def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
     """Quantiles of ``dist`` at levels ``q`` (``(n, m)`` in [0, 1]), as ``(n, m)``."""
     n, m = q.shape
@@ -91,9 +126,11 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
             break
         top[short] = np.minimum(top[short] * 8.0, 1e300)
         f_top[short] = dist._take(np.flatnonzero(short))._cdf_pdf(top[short, None])[0][:, 0]
-    grid = top[:, None] * GRID_SPAN ** np.linspace(-1.0, 0.0, GRID_POINTS)
+    grid = top[:, None] * GRID_SPAN ** -(np.linspace(1.0, 0.0, GRID_POINTS) ** GRID_POWER)
     grid = np.maximum(grid, X_FLOOR)
-    f_grid = np.broadcast_to(dist._cdf_pdf(grid)[0], grid.shape).copy()
+    f_grid, p_grid = dist._cdf_pdf(grid)
+    f_grid = np.broadcast_to(f_grid, grid.shape).copy()
+    p_grid = np.broadcast_to(p_grid, grid.shape)
     f_grid[:, -1] = np.maximum(f_grid[:, -1], f_top)
     rows = evaluate.rows_of[idx]
     cell = (f_grid[rows] < qq[:, None]).sum(axis=1)
@@ -101,8 +138,12 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
     hi = grid[rows, cell]
     f_hi = f_grid[rows, cell]
     first = cell == 0
-    lo = np.where(first, X_FLOOR, grid[rows, np.maximum(cell - 1, 0)])
-    f_lo = np.where(first, np.nan, f_grid[rows, np.maximum(cell - 1, 0)])
+    below_cell = np.maximum(cell - 1, 0)
+    lo = np.where(first, X_FLOOR, grid[rows, below_cell])
+    f_lo = np.where(first, np.nan, f_grid[rows, below_cell])
+    # CDF slopes in log time at both ends (t * density), for the cubic start below.
+    d_lo = np.where(first, np.nan, p_grid[rows, below_cell] * lo)
+    d_hi = p_grid[rows, cell] * hi
     if first.any():
         # Below the grid: check the floor, where the CDF is linear from the atom.
         f_floor, _ = evaluate(np.full(int(first.sum()), X_FLOOR), idx[first])
@@ -114,22 +155,22 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
             f_fl = f_lo[tiny]
             out[idx[tiny]] = X_FLOOR * (qq[tiny] - a) / np.maximum(f_fl - a, 1e-300)
             keep = ~tiny
-            idx, qq, lo, hi, f_lo, f_hi = (
+            idx, qq, lo, hi, f_lo, f_hi, d_lo, d_hi = (
                 idx[keep],
                 qq[keep],
                 lo[keep],
                 hi[keep],
                 f_lo[keep],
                 f_hi[keep],
+                d_lo[keep],
+                d_hi[keep],
             )
             if idx.size == 0:
                 return out.reshape(n, m)
 
     u_lo = np.log(lo)
     u_hi = np.log(hi)
-    # Regula falsi in log time inside the cell as the first guess.
-    frac = np.clip((qq - f_lo) / np.maximum(f_hi - f_lo, 1e-300), 0.02, 0.98)
-    u = u_lo + frac * (u_hi - u_lo)
+    u = u_lo + (u_hi - u_lo) * _cubic_start(qq - f_lo, f_hi - f_lo, d_lo, d_hi, u_hi - u_lo)
 
     # rtsafe's guard: a Newton step that leaves the bracket, or would not at least halve
     # the step before the last one, is replaced. The replacement is regula falsi across
