@@ -7,6 +7,7 @@ with an independent onnxruntime session to a tolerance.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +21,9 @@ from test_api_v2 import json_inputs, tensor_columns
 
 from service.app import create_app
 from service.config import Settings
-from service.runtime.batcher import ROW_BLOCK, pad_rows
+from service.runtime.batcher import ROW_BLOCK, BatchConfig, Batcher, pad_rows
 from service.runtime.features import encode_features
+from service.runtime.inference import PredictOptions, encode, postprocess, run_model
 from service.runtime.repository import ModelRepository, SessionConfig, load_repository
 
 MODEL = "egmn"
@@ -177,3 +179,60 @@ def test_padding_makes_rows_independent_of_their_batch(repository: ModelReposito
             worst_unpadded = max(worst_unpadded, float(np.abs(r - w[lo:hi]).max()))
     print(f"largest unpadded difference: {worst_unpadded:.3g}")
     assert worst_unpadded < 1e-4
+
+
+def test_same_options_are_post_processed_once_per_run_with_the_same_numbers(
+    repository: ModelRepository,
+) -> None:
+    """Requests that share a run and their options get one merged post-processing call.
+
+    Their numbers must equal those of each request post-processed alone, bit for bit; a
+    request with other options in the same run is left to post-process on its own.
+    """
+    model = repository.get(MODEL)
+    shared = PredictOptions.create([0.05, 0.5, 0.95], [(0.0, 2.0), (2.0, None)], 2.5, True)
+    other = PredictOptions.create([0.5])
+    sizes = [1, 4, 2, 9, 3]
+    requests = []
+    for i, n in enumerate(sizes):
+        _, columns = request_rows(n, 500 + 40 * i)
+        requests.append((encode(model, columns), n, other if i == 2 else shared))
+
+    async def submit() -> list[Any]:
+        batcher = Batcher(model, BatchConfig(max_batch_rows=64, max_queue_delay_s=0.3))
+        try:
+            return await asyncio.gather(*(batcher.predict(t, n, None, o) for t, n, o in requests))
+        finally:
+            await batcher.close()
+
+    outcomes = asyncio.run(submit())
+    for i, ((tensors, n, options), outcome) in enumerate(zip(requests, outcomes, strict=True)):
+        if i == 2:
+            assert outcome.prediction is None  # alone with its options: post-processed apart
+            continue
+        got = outcome.prediction
+        assert got is not None and got.n == n
+        alone = postprocess(model, run_model(model, pad_rows(tensors, n)), options)
+        for key in ("mean", "point", "std", "quick_skip_prob", "quantiles", "interval_mass"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(alone, key)[:n], key)
+        assert got.params is not None and alone.params is not None
+        for name, value in alone.params.items():
+            np.testing.assert_array_equal(got.params[name], value[:n])
+
+
+def test_same_option_requests_over_http_match_the_unbatched_app(
+    batched: AppClient, unbatched: AppClient
+) -> None:
+    sizes = [1, 1, 2, 1, 3, 1, 1, 5]
+    options = {"quantiles": [0.2, 0.5, 0.8], "intervals": [[0, 3], [3, None]]}
+    bodies = [_body(n, start=91 * i, **options) for i, n in enumerate(sizes)]
+    before = scrape(batched)
+    answers = batched.gather([_post(b) for b in bodies])
+    after = scrape(batched)
+    assert [r.status_code for r in answers] == [200] * len(sizes)
+    assert delta(before, after, "watchtime_batches_total", model=MODEL) < len(sizes)
+    for body, got, n in zip(bodies, answers, sizes, strict=True):
+        want = unbatched.post(f"/v1/models/{MODEL}/predict", content=body).json()
+        assert got.json()["n"] == n
+        for key in (*FIELDS, "quantiles", "intervals"):
+            assert got.json()[key] == want[key], key

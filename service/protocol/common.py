@@ -17,8 +17,12 @@ from starlette.responses import Response
 from service import metrics
 from service.config import Settings
 from service.protocol.errors import ApiError, from_unknown_model, invalid
-from service.runtime.batcher import Batchers, DeadlineExceeded, QueueFull
-from service.runtime.inference import FloatArray, Prediction
+from service.runtime.batcher import Batchers, BatchResult, DeadlineExceeded, QueueFull
+from service.runtime.inference import (
+    Prediction,
+    PredictOptions,
+    postprocess,
+)
 from service.runtime.repository import LoadedModel, ModelRepository, UnknownModelError
 from service.runtime.state import ServiceState
 
@@ -119,10 +123,11 @@ async def run_batched(
     tensors: Mapping[str, np.ndarray],
     n: int,
     deadline: float | None,
-) -> dict[str, FloatArray]:
-    """Family parameters from the model's batcher; a full queue is 429, a missed deadline 504."""
+    options: PredictOptions,
+) -> BatchResult:
+    """The model's batcher's answer; a full queue is 429, a missed deadline 504."""
     try:
-        return await batchers(request).get(model).run(tensors, n, deadline)
+        return await batchers(request).get(model).predict(tensors, n, deadline, options)
     except QueueFull as exc:
         raise ApiError(
             429,
@@ -168,6 +173,23 @@ def observe_request(endpoint: str) -> Iterator[RequestRecord]:
         reason = _REASONS.get(status)
         if reason is not None:
             metrics.REJECTED.labels(model, reason).inc()
+
+
+def finish_prediction(
+    model: LoadedModel, outcome: BatchResult, options: PredictOptions
+) -> Prediction:
+    """The request's Prediction: the batch's merged one, else post-processed here.
+
+    Records the post-processing time and the drift histograms; InvalidInput propagates.
+    """
+    if outcome.prediction is not None:
+        result, elapsed = outcome.prediction, outcome.postprocess_s
+    else:
+        started = time.perf_counter()
+        result = postprocess(model, outcome.params, options)
+        elapsed = time.perf_counter() - started
+    observe_prediction(model, result, elapsed)
+    return result
 
 
 def observe_prediction(model: LoadedModel, result: Prediction, postprocess_s: float) -> None:

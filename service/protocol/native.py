@@ -26,8 +26,8 @@ from service import metrics
 from service.protocol.common import (
     Version,
     deadline_at,
+    finish_prediction,
     json_response,
-    observe_prediction,
     observe_request,
     read_body,
     resolve,
@@ -50,14 +50,13 @@ from service.protocol.schemas import (
     ReadyBody,
     predict_request_body,
 )
+from service.runtime.batcher import BatchResult
 from service.runtime.features import FeatureError
 from service.runtime.inference import (
-    FloatArray,
     InvalidInput,
     Prediction,
     PredictOptions,
     encode,
-    postprocess,
 )
 from service.runtime.repository import LoadedModel, ModelRepository
 
@@ -318,17 +317,13 @@ def prepare_predict(model: LoadedModel, body: bytes, max_rows: int) -> PreparedP
     return PreparedPredict(tensors, n, options, form)
 
 
-def finish_predict(
-    model: LoadedModel, prepared: PreparedPredict, params: dict[str, FloatArray]
-) -> bytes:
-    """Post-process the request's rows and encode the answer (run in a worker thread)."""
-    started = time.perf_counter()
+def finish_predict(model: LoadedModel, prepared: PreparedPredict, outcome: BatchResult) -> bytes:
+    """Post-process the request's rows (unless its batch did) and encode the answer."""
     try:
-        result = postprocess(model, params, prepared.options)
+        result = finish_prediction(model, outcome, prepared.options)
     except InvalidInput as exc:  # about the rows as a whole: name the form the client used
         field = prepared.form if exc.field == "features" else exc.field
         raise invalid(NATIVE_STATUS, field, exc.message, exc.row) from None
-    observe_prediction(model, result, time.perf_counter() - started)
     return encode_prediction(model, result, prepared.options)
 
 
@@ -370,8 +365,10 @@ async def _predict(request: Request, name: str | None, version: str | None) -> R
         body = await read_body(request, settings.max_body_bytes)
         prepared = await run_in_threadpool(prepare_predict, model, body, settings.max_request_rows)
         metrics.REQUEST_ROWS.labels(model.name).observe(prepared.n)
-        params = await run_batched(request, model, prepared.tensors, prepared.n, deadline)
-        out = await run_in_threadpool(finish_predict, model, prepared, params)
+        outcome = await run_batched(
+            request, model, prepared.tensors, prepared.n, deadline, prepared.options
+        )
+        out = await run_in_threadpool(finish_predict, model, prepared, outcome)
     return Response(out, media_type="application/json")
 
 

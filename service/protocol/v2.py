@@ -34,8 +34,8 @@ from service.protocol.common import (
     SERVER_VERSION,
     Version,
     deadline_at,
+    finish_prediction,
     json_response,
-    observe_prediction,
     observe_request,
     read_body,
     resolve,
@@ -46,13 +46,12 @@ from service.protocol.common import (
 )
 from service.protocol.errors import ApiError, from_feature_error, from_invalid_input
 from service.protocol.schemas import ErrorBody, v2_request_body
+from service.runtime.batcher import BatchResult
 from service.runtime.features import FeatureError
 from service.runtime.inference import (
-    FloatArray,
     InvalidInput,
     Prediction,
     PredictOptions,
-    postprocess,
 )
 from service.runtime.inference import encode as encode_inputs
 from service.runtime.repository import LoadedModel
@@ -446,15 +445,13 @@ def prepare_infer(
 
 
 def finish_infer(
-    model: LoadedModel, request: V2Request, params: dict[str, FloatArray]
+    model: LoadedModel, request: V2Request, outcome: BatchResult
 ) -> tuple[bytes, int | None]:
-    """Post-process and encode one answer (runs in a worker thread)."""
-    started = time.perf_counter()
+    """Post-process (unless the batch did) and encode one answer (runs in a worker thread)."""
     try:
-        result = postprocess(model, params, request.options)
+        result = finish_prediction(model, outcome, request.options)
     except InvalidInput as exc:
         raise from_invalid_input(exc, V2_STATUS) from None
-    observe_prediction(model, result, time.perf_counter() - started)
     return encode(model, request, result)
 
 
@@ -555,8 +552,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         )
         deadline = deadline_at(arrival, settings, header_timeout, decoded.timeout_s)
         metrics.REQUEST_ROWS.labels(model.name).observe(decoded.n)
-        params = await run_batched(request, model, tensors, decoded.n, deadline)
-        out, json_length = await run_in_threadpool(finish_infer, model, decoded, params)
+        outcome = await run_batched(request, model, tensors, decoded.n, deadline, decoded.options)
+        out, json_length = await run_in_threadpool(finish_infer, model, decoded, outcome)
     if json_length is None:
         return Response(out, media_type="application/json")
     return Response(

@@ -19,6 +19,15 @@ A row's result never depends on the rows it shares a run with: onnxruntime's CPU
 the last float32 bit from the same row in a full block. Every run is therefore padded to a
 multiple of :data:`ROW_BLOCK` rows (by repeating its last row), which makes every row's
 output bit-identical whatever batch it landed in.
+
+Post-processing is merged too: the requests of a run that are answered whole by it and ask
+for the same options (quantile levels, intervals, threshold) are post-processed in one
+vectorized call over their merged rows, in the run's executor thread. The post-processor
+works row by row (no statistic of one row reads another), so each request's numbers are the
+same as when post-processed alone; a group that fails (some row has no finite distribution)
+is left to each request to post-process on its own, so the error names that request's row.
+A request alone in its group is post-processed by its caller as before, which keeps the
+model's executor free for the next run.
 """
 
 from __future__ import annotations
@@ -35,7 +44,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import metrics
-from service.runtime.inference import FloatArray, run_model
+from service.runtime.inference import (
+    FloatArray,
+    InvalidInput,
+    Prediction,
+    PredictOptions,
+    postprocess,
+    run_model,
+    slice_prediction,
+)
 from service.runtime.repository import LoadedModel
 
 ROW_BLOCK = 8
@@ -64,18 +81,32 @@ class BatchConfig:
     max_queue_rows: int = 50_000
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """A request's family parameters and, when its batch post-processed it, its Prediction.
+
+    ``postprocess_s`` is the time of the merged post-processing call that produced it.
+    """
+
+    params: dict[str, FloatArray]
+    prediction: Prediction | None = None
+    postprocess_s: float = 0.0
+
+
 @dataclass(eq=False)
 class _Pending:
     tensors: Mapping[str, np.ndarray]
     n: int
     deadline: float | None
     enqueued: float
-    future: asyncio.Future[dict[str, FloatArray]]
+    future: asyncio.Future[BatchResult]
+    options: PredictOptions | None = None
     taken: int = 0
     started: bool = False
     abandoned: bool = False
     delivered: int = 0
     parts: list[dict[str, FloatArray]] = field(default_factory=list)
+    result: BatchResult | None = None
 
     @property
     def left(self) -> int:
@@ -114,14 +145,28 @@ class Batcher:
         self, tensors: Mapping[str, np.ndarray], n: int, deadline: float | None = None
     ) -> dict[str, FloatArray]:
         """Family parameters for ``n`` encoded rows, in order (``deadline``: monotonic s)."""
+        return (await self.predict(tensors, n, deadline)).params
+
+    async def predict(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        n: int,
+        deadline: float | None = None,
+        options: PredictOptions | None = None,
+    ) -> BatchResult:
+        """Parameters of ``n`` encoded rows and, if merged with others, their Prediction.
+
+        With ``options`` the batch may post-process this request together with batch-mates
+        that ask the same; without, only the parameters come back.
+        """
         limit = self.config.max_queue_rows
         if self._queued_rows and self._queued_rows + n > limit:
             raise QueueFull(self._queued_rows, limit, self._retry_after())
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded()
-        future: asyncio.Future[dict[str, FloatArray]] = asyncio.get_running_loop().create_future()
-        item = _Pending(tensors, n, deadline, now, future)
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        item = _Pending(tensors, n, deadline, now, future, options)
         self._queue.append(item)
         self._add_queued(n)
         self._wakeup.set()
@@ -221,6 +266,42 @@ class Batcher:
             self._deliver(batch, outputs)
 
     def _execute(self, batch: list[tuple[_Pending, int, int]]) -> dict[str, FloatArray]:
+        """One run over the batch's rows, then merged post-processing (executor thread)."""
+        outputs = self._infer(batch)
+        self._postprocess_groups(batch, outputs)
+        return outputs
+
+    def _postprocess_groups(
+        self, batch: list[tuple[_Pending, int, int]], outputs: dict[str, FloatArray]
+    ) -> None:
+        """Post-process at once the whole requests of the batch that ask the same options."""
+        groups: dict[tuple[object, ...], list[tuple[_Pending, int]]] = {}
+        offset = 0
+        for item, first, count in batch:
+            if item.options is not None and first == 0 and count == item.n:
+                groups.setdefault(item.options.key(), []).append((item, offset))
+            offset += count
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            index = np.concatenate([np.arange(a, a + it.n) for it, a in members])
+            merged = {k: v[index] for k, v in outputs.items()}
+            options = members[0][0].options
+            assert options is not None
+            started = time.perf_counter()
+            try:
+                whole = postprocess(self.model, merged, options)
+            except (InvalidInput, ValueError, ArithmeticError):  # each request alone names its row
+                continue
+            elapsed = time.perf_counter() - started
+            start = 0
+            for item, a in members:
+                part = slice_prediction(whole, start, start + item.n)
+                params = {k: v[a : a + item.n] for k, v in outputs.items()}
+                item.result = BatchResult(params, part, elapsed)
+                start += item.n
+
+    def _infer(self, batch: list[tuple[_Pending, int, int]]) -> dict[str, FloatArray]:
         """One onnxruntime run over the batch's rows (in the model's executor thread)."""
         names = list(batch[0][0].tensors)
         if len(batch) == 1:
@@ -251,15 +332,17 @@ class Batcher:
             offset += count
             if item.future.done():
                 continue
+            if item.result is not None:  # answered whole by this run, post-processed
+                item.future.set_result(item.result)
+                continue
             item.parts.append(part)
             item.delivered += count
             if item.delivered == item.n:
                 if len(item.parts) == 1:
-                    item.future.set_result(item.parts[0])
+                    item.future.set_result(BatchResult(item.parts[0]))
                 else:
-                    item.future.set_result(
-                        {k: np.concatenate([p[k] for p in item.parts]) for k in part}
-                    )
+                    merged = {k: np.concatenate([p[k] for p in item.parts]) for k in part}
+                    item.future.set_result(BatchResult(merged))
 
     async def close(self) -> None:
         """Stop the run loop and the executor (after the server has drained its requests)."""

@@ -96,6 +96,15 @@ class PredictOptions:
             )
         return cls(q, e, quick_skip_threshold_s, return_params)
 
+    def key(self) -> tuple[object, ...]:
+        """A hashable value equal for options that ask for exactly the same numbers."""
+        return (
+            None if self.quantiles is None else self.quantiles.tobytes(),
+            None if self.intervals is None else self.intervals.tobytes(),
+            self.quick_skip_threshold_s,
+            self.return_params,
+        )
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -110,6 +119,27 @@ class Prediction:
     quantiles: FloatArray | None
     interval_mass: FloatArray | None
     params: dict[str, FloatArray] | None
+
+
+def slice_prediction(result: Prediction, start: int, stop: int) -> Prediction:
+    """Rows ``start:stop`` of a Prediction (views, no copies)."""
+
+    def cut(a: FloatArray | None) -> FloatArray | None:
+        return None if a is None else a[start:stop]
+
+    return Prediction(
+        n=stop - start,
+        mean=result.mean[start:stop],
+        point=result.point[start:stop],
+        std=result.std[start:stop],
+        quick_skip_threshold_s=result.quick_skip_threshold_s,
+        quick_skip_prob=result.quick_skip_prob[start:stop],
+        quantiles=cut(result.quantiles),
+        interval_mass=cut(result.interval_mass),
+        params=None
+        if result.params is None
+        else {k: v[start:stop] for k, v in result.params.items()},
+    )
 
 
 def encode(model: LoadedModel, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
