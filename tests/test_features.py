@@ -169,3 +169,43 @@ def test_large_batch_is_fast() -> None:
     assert time.perf_counter() - start < 1.0
     expect = np.where((values < 20_000) & (values % 2 == 0), values // 2 + 2, OOV_INDEX)
     np.testing.assert_array_equal(got, expect)
+
+
+def _dict_index(vocab: list[int], sentinels: list[int], value: float) -> int:
+    """The index layout computed by hand for one raw value (the independent reference)."""
+    if value != value or value in (np.inf, -np.inf) or value in sentinels:
+        return MISSING_INDEX
+    if value != int(value):
+        return OOV_INDEX
+    where = {v: FIRST_VOCAB_INDEX + i for i, v in enumerate(vocab)}
+    return where.get(int(value), OOV_INDEX)
+
+
+def test_all_integer_features_looked_up_at_once_match_a_dict() -> None:
+    """Many integer features share one binary search; each must still get its own indices."""
+    span = 2**39  # the joint key space's edge: values beyond it are simply unknown
+    specs = [
+        _cat([-7, 0, 3, 10**6], name="a", source="a", missing_values=[-124]),
+        _cat([1, 2], name="b", source="b"),
+        _cat([], name="c", source="c"),
+        _cat([-span, span - 1], name="d", source="d", missing_values=[0]),
+        _cat([5, 6, 7], name="e", source="e", missing_values=[-1, 9]),
+    ]
+    rng = np.random.default_rng(7)
+    n = 300
+    pool = [-124, -7, 0, 1, 2, 3, 5, 6, 7, 9, -1, 10**6, span - 1, span, -span, -span - 1]
+    columns: dict[str, np.ndarray] = {
+        "a": rng.choice(pool, n),
+        "b": rng.choice(pool, n).astype(np.int32),
+        "c": rng.choice(pool, n),
+        "d": rng.choice(pool, n).astype(np.float64),
+        "e": np.where(rng.random(n) < 0.2, np.nan, rng.choice(pool, n) + (rng.random(n) < 0.2) / 2),
+    }
+    tensor = InputTensor(name="categorical", dtype="int64", columns=[s.name for s in specs])
+    got = encode_columns(specs, [tensor], columns)["categorical"]
+    for j, spec in enumerate(specs):
+        vocab = [int(v) for v in spec.vocabulary]
+        sentinels = [int(v) for v in spec.missing_values]
+        want = [_dict_index(vocab, sentinels, float(v)) for v in columns[spec.source]]
+        assert got[:, j].tolist() == want, spec.name
+        assert got[:, j].tolist() == encode_categorical(spec, columns[spec.source]).tolist()

@@ -125,8 +125,9 @@ def _lookup(vocabulary: Array, values: Array) -> IntArray:
         return np.full(values.shape, OOV_INDEX, dtype=np.int64)
     pos = np.searchsorted(vocabulary, values)
     clipped = np.minimum(pos, vocabulary.size - 1)
-    found = vocabulary[clipped] == values
-    return np.where(found, clipped + FIRST_VOCAB_INDEX, OOV_INDEX).astype(np.int64)
+    index: IntArray = clipped.astype(np.int64, copy=False) + FIRST_VOCAB_INDEX
+    index[vocabulary[clipped] != values] = OOV_INDEX
+    return index
 
 
 _ARRAY_CACHE: dict[int, tuple[CategoricalFeature, Array, Array]] = {}
@@ -152,6 +153,21 @@ def _vocabulary_arrays(spec: CategoricalFeature) -> tuple[Array, Array]:
     return vocab, sentinels
 
 
+_NUMERIC_CACHE: dict[int, tuple[NumericFeature, Array]] = {}
+
+
+def _numeric_sentinels(spec: NumericFeature) -> Array:
+    """The spec's missing-value sentinels as a float array, built once per spec."""
+    hit = _NUMERIC_CACHE.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    sentinels = np.asarray(spec.missing_values, dtype=np.float64)
+    if len(_NUMERIC_CACHE) >= _ARRAY_CACHE_SIZE:
+        _NUMERIC_CACHE.clear()
+    _NUMERIC_CACHE[id(spec)] = (spec, sentinels)
+    return sentinels
+
+
 def _is_any_of(values: Array, sentinels: Array) -> BoolArray:
     """``np.isin`` for the handful of sentinels a manifest names, without its set-up cost."""
     if sentinels.size > 16:
@@ -172,37 +188,160 @@ def encode_categorical(spec: CategoricalFeature, values: Array) -> IntArray:
         index = _lookup(vocab, text)
         return np.where(missing, MISSING_INDEX, index).astype(np.int64)
 
-    floats, missing = _as_float(spec.source, values)
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
-        ints = arr.astype(np.int64)
-    else:
-        safe = np.where(missing, 0.0, floats)
-        non_integral = ~missing & (safe != np.round(safe))
-        ints = safe.astype(np.int64)
+        return _encode_integers(spec, arr, sentinels, vocab)
+    floats, missing = _as_float(spec.source, values)
+    safe = np.where(missing, 0.0, floats)
+    non_integral = ~missing & (safe != np.round(safe))
+    ints = _integer_transform(spec, safe.astype(np.int64))
+    if sentinels.size:  # a fraction is unknown, not the sentinel it truncates to
+        missing |= _is_any_of(ints, sentinels) & ~missing & ~non_integral
+    index = np.where(non_integral, OOV_INDEX, _lookup(vocab, ints))
+    return np.where(missing, MISSING_INDEX, index).astype(np.int64)
+
+
+def _integer_transform(spec: CategoricalFeature, ints: IntArray) -> IntArray:
     if spec.transform == "hour_of_day":
         hours = ints // 100
-        ints = np.where((ints >= 0) & (hours <= 23) & (ints % 100 < 60), hours, -1)
-    elif spec.transform == "weekday":
-        ints = weekday_from_yyyymmdd(ints)
-    if sentinels.size:
-        missing |= _is_any_of(ints, sentinels) & ~missing
+        return np.where((ints >= 0) & (hours <= 23) & (ints % 100 < 60), hours, -1)
+    if spec.transform == "weekday":
+        return weekday_from_yyyymmdd(ints)
+    return ints
+
+
+def _encode_integers(
+    spec: CategoricalFeature, arr: Array, sentinels: Array, vocab: Array
+) -> IntArray:
+    """The integer-column path of :func:`encode_categorical`: nothing can be missing but a
+    sentinel, so no float round trip and no masks beyond that one (a few numpy calls per
+    column: the fixed cost of a small request is the number of calls, not the rows)."""
+    if arr.ndim != 1:
+        raise FeatureError(spec.source, f"expected a 1-D column, got shape {arr.shape}")
+    ints = _integer_transform(spec, arr.astype(np.int64, copy=False))
     index = _lookup(vocab, ints)
-    if arr.dtype.kind not in "iu":
-        index = np.where(non_integral, OOV_INDEX, index)
-    return np.where(missing, MISSING_INDEX, index).astype(np.int64)
+    if sentinels.size:
+        index[_is_any_of(ints, sentinels)] = MISSING_INDEX
+    return index
 
 
 def encode_numeric(spec: NumericFeature, values: Array) -> tuple[FloatArray, FloatArray]:
     """Standardized values and the missing indicator (1.0 where the fill was used)."""
     x, missing = _as_float(spec.source, values)
     if spec.missing_values:
-        missing |= np.isin(x, np.asarray(spec.missing_values, dtype=np.float64))
+        missing |= _is_any_of(x, _numeric_sentinels(spec))
     safe = np.where(missing, 0.0, x)
     if spec.log1p:
         safe = np.log1p(np.maximum(safe, 0.0))
     z = (safe - spec.mean) / spec.std
     return np.where(missing, spec.fill, z), missing.astype(np.float64)
+
+
+_KEY_SPAN = 1 << 40
+"""Width of one feature's slice of the joint key space (see :class:`_JointLookup`)."""
+
+_KEY_HALF = _KEY_SPAN >> 1
+
+
+class _JointLookup:
+    """One binary search for every plain integer categorical feature of a manifest at once.
+
+    A small request's encoding time is the count of numpy calls, not its rows: one lookup
+    per feature is some eight calls, times dozens of features. Here feature ``j``'s value
+    ``v`` becomes the key ``j * 2**40 + (v + 2**39)``; the features' sorted vocabularies,
+    keyed so, concatenate into one sorted array, and all features of all rows are looked up
+    with one ``searchsorted``. A value outside ``[-2**39, 2**39)`` cannot be in a
+    vocabulary (checked when the lookup is built) and is simply unknown. The indices are
+    exactly those of :func:`encode_categorical`.
+    """
+
+    def __init__(self, specs: list[CategoricalFeature]) -> None:
+        self.specs = specs
+        self.sources = [spec.source for spec in specs]
+        keys: list[IntArray] = []
+        sentinel_keys: list[IntArray] = []
+        offsets: list[int] = []
+        size = 0
+        for j, spec in enumerate(specs):
+            vocab, sentinels = _vocabulary_arrays(spec)
+            offsets.append(size)
+            size += vocab.size
+            keys.append(vocab.astype(np.int64) + (j * _KEY_SPAN + _KEY_HALF))
+            sentinel_keys.append(sentinels.astype(np.int64) + (j * _KEY_SPAN + _KEY_HALF))
+        self.keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.int64)
+        self.sentinel_keys = np.unique(np.concatenate(sentinel_keys)) if keys else self.keys
+        self.offsets = np.asarray(offsets, dtype=np.int64)[:, None] - FIRST_VOCAB_INDEX
+        self.prefix = (np.arange(len(specs), dtype=np.int64) * _KEY_SPAN + _KEY_HALF)[:, None]
+
+    @staticmethod
+    def fits(spec: CategoricalFeature) -> bool:
+        """Whether the feature can join: integer ids, no transform, values inside the span."""
+        if spec.dtype == "string" or spec.transform != "identity":
+            return False
+        values = [*spec.vocabulary, *spec.missing_values]
+        return all(isinstance(v, int) and -_KEY_HALF <= v < _KEY_HALF for v in values)
+
+    def encode(self, columns: Mapping[str, Array]) -> dict[str, IntArray] | None:
+        """Indices per feature name; None when a column is neither 1-D integers nor floats.
+
+        Float columns follow :func:`encode_categorical`: NaN/inf is missing, a fraction is
+        unknown; they are converted together, as one matrix, like the integer ones.
+        """
+        arrays = [np.asarray(columns[source]) for source in self.sources]
+        if not all(a.ndim == 1 and a.dtype.kind in "iuf" for a in arrays):
+            return None
+        k, n = len(arrays), len(arrays[0])
+        floats = [j for j, a in enumerate(arrays) if a.dtype.kind == "f"]
+        ints = [j for j, a in enumerate(arrays) if a.dtype.kind != "f"]
+        values = np.empty((k, n), dtype=np.int64)
+        missing = np.zeros((k, n), dtype=np.bool_)
+        fraction = None
+        if ints:
+            values[ints] = np.array([arrays[j] for j in ints], dtype=np.int64)
+        if floats:
+            x = np.array([arrays[j] for j in floats], dtype=np.float64)
+            absent = ~np.isfinite(x)
+            safe = np.where(absent, 0.0, x)
+            values[floats] = safe.astype(np.int64)
+            missing[floats] = absent
+            fraction = np.zeros((k, n), dtype=np.bool_)
+            fraction[floats] = ~absent & (safe != np.round(safe))
+        inside = (values >= -_KEY_HALF) & (values < _KEY_HALF)
+        keys = np.where(inside, values, 0) + self.prefix
+        index = self._index(keys, inside)
+        if fraction is not None:
+            index[fraction] = OOV_INDEX
+        if self.sentinel_keys.size:
+            pos = np.minimum(np.searchsorted(self.sentinel_keys, keys), self.sentinel_keys.size - 1)
+            sentinel = (self.sentinel_keys[pos] == keys) & inside
+            missing |= sentinel if fraction is None else sentinel & ~fraction
+        index[missing] = MISSING_INDEX
+        return {spec.name: index[j] for j, spec in enumerate(self.specs)}
+
+    def _index(self, keys: IntArray, inside: BoolArray) -> IntArray:
+        if self.keys.size == 0:
+            return np.full(keys.shape, OOV_INDEX, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        index: IntArray = pos - self.offsets
+        index[(self.keys[pos] != keys) | ~inside] = OOV_INDEX
+        return index
+
+
+_JOINT_CACHE: dict[int, tuple[Sequence[FeatureSpec], _JointLookup]] = {}
+
+
+def _joint_lookup(features: Sequence[FeatureSpec]) -> _JointLookup:
+    """The joint lookup of a feature list, built once per list (manifests are immutable)."""
+    hit = _JOINT_CACHE.get(id(features))
+    if hit is not None and hit[0] is features:
+        return hit[1]
+    joint = _JointLookup(
+        [f for f in features if isinstance(f, CategoricalFeature) and _JointLookup.fits(f)]
+    )
+    if len(_JOINT_CACHE) >= _ARRAY_CACHE_SIZE:
+        _JOINT_CACHE.clear()
+    _JOINT_CACHE[id(features)] = (features, joint)
+    return joint
 
 
 def _column_length(columns: Mapping[str, Array], sources: Sequence[str]) -> int:
@@ -234,8 +373,13 @@ def encode_columns(
         if source not in columns:
             raise FeatureError(source, "required column is missing")
     n = _column_length(columns, sources)
+    joint = _joint_lookup(features)
     produced: dict[str, Array] = {}
+    if len(joint.specs) > 1:
+        produced.update(joint.encode(columns) or {})
     for spec in features:
+        if spec.name in produced:
+            continue
         if isinstance(spec, CategoricalFeature):
             produced[spec.name] = encode_categorical(spec, columns[spec.source])
         else:
