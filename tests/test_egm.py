@@ -7,7 +7,7 @@ import pytest
 import scipy.stats as st
 from scipy.optimize import brentq
 
-from service.distributions import EGM, ParameterError, get_family
+from service.distributions import EGM, ParameterError, get_family, rootfind
 
 K = 10
 
@@ -316,3 +316,27 @@ def test_small_level_under_a_half_normal_at_zero() -> None:
     level = 6.587e-4
     ref = Reference(params, 0).ppf(level)
     assert dist.icdf(level)[0] == pytest.approx(ref, rel=1e-6)
+
+
+def test_float32_start_is_polished_to_float64_accuracy() -> None:
+    # Enough pairs for the float32 start to run. Level 1 - 1e-9 rounds to 1 in float32
+    # and 1e-7 is below float32's resolution of the CDF near the bulk, so the float32
+    # kernel alone cannot place them; the float64 search must.
+    n = 200
+    params = random_params(n, seed=11)
+    dist = EGM.from_params(params)
+    levels = np.array([1e-7, 0.37, 1.0 - 1e-9])
+    assert n * levels.size >= rootfind.FLOAT32_MIN_PAIRS
+    got = dist.icdf(levels)
+    for i in range(0, n, 40):
+        ref = Reference(params, i)
+        for j, level in enumerate(levels):
+            expected = ref.ppf(level)
+            assert abs(got[i, j] - expected) <= 1e-4 + 1e-6 * expected, (i, level)
+    # The float32 kernel alone is off by more than the tolerance at the exact roots of
+    # the extreme levels: one of its Newton steps from there moves by more than 1e-6.
+    exact = np.array([[Reference(params, 0).ppf(q) for q in levels]])
+    one = dist._take(np.array([0]))
+    f32_cdf, f32_pdf = one._cdf_pdf32(exact.astype(np.float32))
+    step = (f32_cdf.astype(np.float64) - levels) / (f32_pdf * exact)
+    assert np.abs(step[0, [0, 2]]).max() > 1e-6

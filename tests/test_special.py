@@ -67,3 +67,10 @@ def test_ndtri_edges() -> None:
     out = special.ndtri(np.array([0.0, 1.0, -0.1, 1.1, np.nan]))
     assert out[0] == -np.inf and out[1] == np.inf
     assert np.isnan(out[2:]).all()
+
+
+def test_float32_erfcx_matches_scipy_to_float32_precision() -> None:
+    y = np.concatenate([np.linspace(0, 40, 4001), [1e3, 1e8, 1e30]]).astype(np.float32)
+    out = special.erfcx_nonneg_f32(y)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, sp.erfcx(y.astype(np.float64)), rtol=5e-7, atol=0)

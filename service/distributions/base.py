@@ -33,6 +33,7 @@ from service.distributions.rootfind import solve_quantiles
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+Float32Array = npt.NDArray[np.float32]
 
 
 class ParameterError(ValueError):
@@ -58,6 +59,9 @@ class Distribution(ABC):
     optional_params: ClassVar[tuple[str, ...]] = ()
     #: attributes with a leading row axis, gathered when the root finder narrows rows
     per_row: ClassVar[tuple[str, ...]] = ()
+
+    #: whether :meth:`_cdf_pdf32` exists, to sharpen quantile starts in float32
+    has_float32_kernel: ClassVar[bool] = False
 
     n: int
 
@@ -106,6 +110,10 @@ class Distribution(ABC):
         At ``t == 0`` the CDF includes the atom, and the density is the continuous
         part's. The result may be ``(1, m)``-broadcast only if every row agrees.
         """
+
+    def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """:meth:`_cdf_pdf` in float32, to about 1e-6: only ever a start for the search."""
+        raise NotImplementedError(f"{self.family} has no float32 kernel")
 
     def _cdf(self, t: FloatArray) -> FloatArray:
         return self._cdf_pdf(t)[0]

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -129,6 +130,33 @@ def erfcx_nonneg(y: npt.ArrayLike) -> FloatArray:
     if large.size:
         out[large] = _erfcx_large(flat[large])
     return out.reshape(y.shape)
+
+
+# Numerical Recipes' erfcc (Chebyshev fit, fractional error below 1.2e-7 for all x >= 0),
+# highest power first.
+_ERFCC = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
+          0.09678418, 0.37409196, 1.00002368, -1.26551223)  # fmt: skip
+
+
+def erfcx_nonneg_f32(y: Float32Array) -> Float32Array:
+    """``erfcx`` for float32 ``y >= 0``, to about 1.2e-7 relative: float32's own precision.
+
+    One formula for every ``y``, so unlike :func:`erfcx_nonneg` there is no branch to
+    gather: ``erfcx(y) = t * exp(P(t))`` with ``t = 1 / (1 + y/2)``. For the float32
+    start of the quantile search only, never for a served number.
+    """
+    t = y * np.float32(0.5)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
+    acc = t * np.float32(_ERFCC[0])
+    for c in _ERFCC[1:-1]:
+        acc += np.float32(c)
+        acc *= t
+    acc += np.float32(_ERFCC[-1])
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(acc, out=acc)
+    acc *= t
+    return acc
 
 
 def erfcx(x: npt.ArrayLike) -> FloatArray:
