@@ -354,6 +354,7 @@ IDLE_LEAVES = (
     "Queue.get",
     "Connection._recv",
     "Connection.poll",
+    "_worker",
 )
 
 
