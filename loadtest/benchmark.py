@@ -657,11 +657,14 @@ def write_report(
         ),
         ("RSS per worker <= 300 MB", max(rss), 300.0, False),
     ]
-    target_lines = ["| target | measured | met |", "|---|---|---|"]
+    target_lines = ["| target | measured | met | missed by |", "|---|---|---|---|"]
     for name, value, limit, higher in targets:
         met = value >= limit if higher else value <= limit
         verdict = "not measured" if value != value else ("yes" if met else "no")
-        target_lines.append(f"| {name} | {value:.2f} | {verdict} |")
+        short = ""
+        if verdict == "no":
+            short = f"{1 - value / limit:.0%} short" if higher else f"{value / limit:.1f}x over"
+        target_lines.append(f"| {name} | {value:.2f} | {verdict} | {short} |")
     m = results["machine"]
     text = "\n".join(
         [
