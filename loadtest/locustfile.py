@@ -103,53 +103,51 @@ CANDIDATES = Candidates()
 gevent.get_hub().loop.update_now()
 
 
-class NativeRankingUser(HttpUser):
-    """A ranking service calling the native API, one request after another."""
+def _answered_rows(path: str, body: dict[str, Any]) -> int:
+    """Rows in a 200 answer: the native list's length, or the v2 output tensor's first dim."""
+    if path.endswith("/predict"):
+        return len(body["expected_watch_time_s"])
+    outputs = {o["name"]: o for o in body["outputs"]}
+    return int(outputs["expected_watch_time_s"]["shape"][0])
 
-    weight = 3
+
+class _RankingUser(HttpUser):
+    """One ranking call after another; a call fails unless every row sent is answered."""
+
+    abstract = True
     wait_time = constant(0)
 
     def on_start(self) -> None:
         self.rng = random.Random()
+
+    def _post(self, name: str, body: dict[str, Any], rows: int) -> None:
+        path = name.replace("[model]", MODEL)
+        with self.client.post(
+            path, data=json.dumps(body), headers=JSON_HEADERS, name=name, catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"status {response.status_code}: {response.text[:200]}")
+            elif _answered_rows(path, response.json()) != rows:
+                response.failure("answer has a different number of rows")
+
+
+class NativeRankingUser(_RankingUser):
+    """A ranking service calling the native API with columnar JSON."""
+
+    weight = 3
 
     @task
     def predict(self) -> None:
         idx = CANDIDATES.draw(self.rng)
-        with self.client.post(
-            f"/v1/models/{MODEL}/predict",
-            data=json.dumps(CANDIDATES.native_body(idx)),
-            headers=JSON_HEADERS,
-            name="/v1/models/[model]/predict",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code}: {response.text[:200]}")
-            elif len(response.json()["expected_watch_time_s"]) != len(idx):
-                response.failure("answer has a different number of rows")
+        self._post("/v1/models/[model]/predict", CANDIDATES.native_body(idx), len(idx))
 
 
-class V2RankingUser(HttpUser):
+class V2RankingUser(_RankingUser):
     """A client of the Open Inference Protocol (KServe v2) JSON route."""
 
     weight = 1
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        self.rng = random.Random()
 
     @task
     def infer(self) -> None:
         idx = CANDIDATES.draw(self.rng)
-        with self.client.post(
-            f"/v2/models/{MODEL}/infer",
-            data=json.dumps(CANDIDATES.v2_body(idx)),
-            headers=JSON_HEADERS,
-            name="/v2/models/[model]/infer",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code}: {response.text[:200]}")
-                return
-            outputs = {o["name"]: o for o in response.json()["outputs"]}
-            if outputs["expected_watch_time_s"]["shape"][0] != len(idx):
-                response.failure("answer has a different number of rows")
+        self._post("/v2/models/[model]/infer", CANDIDATES.v2_body(idx), len(idx))
