@@ -10,6 +10,9 @@
 - ``report``: score every shipped model directory (and D2Q's run) on the test day and write
   ``reports/evaluation.md``, ``evaluation.json`` and the plots.
 - ``build-all``: rebuild every shipped model and the reports (what ``make models`` runs).
+- ``tune``: EGMN configurations scored on the validation day beside the shipped models
+  (``--config NAME`` trains one, ``--shipped`` scores the model directories, ``--table``
+  writes ``reports/tuning.md``); see ``model_export.tune``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
         build.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
         build.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
         build.add_argument("--quiet", action="store_true")
+
+    tune = sub.add_parser("tune", help="EGMN configurations on the validation day")
+    tune.add_argument("--config", default=None, help="train one named configuration")
+    tune.add_argument("--shipped", action="store_true", help="score the shipped models")
+    tune.add_argument("--table", action="store_true", help="write reports/tuning.md")
+    tune.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    tune.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    tune.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "tune")
+    tune.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
+    tune.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -77,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         commands.export(args)
     elif args.command == "evaluate":
         commands.evaluate(args)
+    elif args.command == "tune":
+        commands.tune(args)
     elif args.command == "report":
         commands.report(args)
     else:

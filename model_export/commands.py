@@ -261,3 +261,33 @@ def build_all(args: argparse.Namespace) -> None:
     del prepared
     report(args, d2q=d2q, build_s=time.perf_counter() - start)
     print(f"build-all took {time.perf_counter() - start:.0f} s")
+
+
+def tune(args: argparse.Namespace) -> None:
+    """Validation-day tuning of EGMN (model_export.tune); never reads the test day's labels."""
+    import json
+
+    from model_export import tune as tuning
+
+    tuning.set_threads()
+    if args.config is not None:
+        result = tuning.run_config(
+            prepare(args.data_dir), args.config, args.runs_dir, not args.quiet
+        )
+        print(tuning.table({f"{args.config} calibrated": result["calibrated"]}))
+    if args.shipped:
+        shipped = tuning.score_shipped(args.models_dir, split_by_day(load_joined(args.data_dir)))
+        args.runs_dir.mkdir(parents=True, exist_ok=True)
+        (args.runs_dir / "shipped.json").write_text(json.dumps(shipped, indent=1))
+        print(tuning.table(shipped))
+    if args.table:
+        shipped = json.loads((args.runs_dir / "shipped.json").read_text())
+        d2q = args.runs_dir.parent / "d2q" / "checkpoint.pt"
+        if d2q.exists():
+            split = split_by_day(load_joined(args.data_dir))
+            shipped["d2q (offline)"] = tuning.score_d2q_validation(d2q, split)
+        results = tuning.load_results(args.runs_dir)
+        budget = tuning.BUDGET.format(n=len(results))
+        path = args.reports_dir / "tuning.md"
+        winner = tuning.write_tuning_report(path, shipped, results, budget)
+        print(f"wrote {path}; chosen: {winner}")
