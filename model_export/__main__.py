@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--version", default="1")
 
     evaluate = sub.add_parser("evaluate", help="score an exported model on the test day")
-    evaluate.add_argument("--model-dir", type=Path, default=ROOT / "models" / "egmn" / "1")
+    evaluate.add_argument("--model-dir", type=Path, default=ROOT / "models" / "egmn" / "2")
     evaluate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
 
     for command, text in (
@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--config", default=None, help="train one named configuration")
     tune.add_argument("--shipped", action="store_true", help="score the shipped models")
     tune.add_argument("--table", action="store_true", help="write reports/tuning.md")
+    tune.add_argument("--ship", default=None, help="export a tuned configuration's run")
+    tune.add_argument("--version", default="2", help="model version written by --ship")
     tune.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     tune.add_argument("--models-dir", type=Path, default=ROOT / "models")
     tune.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "tune")

@@ -123,6 +123,7 @@ def _write(
             "EGMN: exponential + 10 truncated Gaussians"
             + (" + point mass at 0" if run.config.point_mass else "")
             + (", calibrated on the validation day" if run.calibration is not None else "")
+            + f"; loss NLL + {run.config.alpha:g} * sum(w log w) + {run.config.beta:g} * L1"
         ),
     )
 
@@ -251,6 +252,14 @@ def build_all(args: argparse.Namespace) -> None:
     write_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0, elapsed)
     print(f"\nwrote {out}; test day {with_p0.window.test_date} ({with_p0.window.rows_test} rows)")
     print(metrics_table(rows))
+    # The configuration chosen on the validation day (reports/tuning.md), served by default.
+    from model_export import tune as tuning
+
+    tuned = run_egmn(prepared, tuning.config_of(tuning.SERVED), progress=progress)
+    references_v2 = {"egmn/1 (paper settings)": served_metrics(with_p0), BASELINE: baseline}
+    out_v2 = args.models_dir / "egmn" / "2"
+    _write(tuned, out_v2, "2", references_v2)
+    print(f"wrote {out_v2}: EGMN with the tuned configuration {tuning.SERVED}")
     for name in baseline_train.SERVED:
         run = run_baseline(prepared, BaselineConfig(model=name), progress=progress)
         target = args.models_dir / name / "1"
@@ -261,6 +270,12 @@ def build_all(args: argparse.Namespace) -> None:
     del prepared
     report(args, d2q=d2q, build_s=time.perf_counter() - start)
     print(f"build-all took {time.perf_counter() - start:.0f} s")
+
+
+def _manifest_metrics(model_dir: Path) -> dict[str, float]:
+    """The test-day figures a model directory's manifest carries."""
+    evaluation = Manifest.read(model_dir / "manifest.json").evaluation
+    return dict(evaluation.metrics) if evaluation is not None else {}
 
 
 def tune(args: argparse.Namespace) -> None:
@@ -280,12 +295,22 @@ def tune(args: argparse.Namespace) -> None:
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         (args.runs_dir / "shipped.json").write_text(json.dumps(shipped, indent=1))
         print(tuning.table(shipped))
+    if args.ship is not None:
+        prepared = prepare(args.data_dir)
+        run = tuning.finish(prepared, load_run(args.runs_dir / args.ship / "checkpoint.pt"))
+        references = {
+            "egmn/1 (paper settings)": _manifest_metrics(args.models_dir / "egmn" / "1"),
+            BASELINE: baseline_metrics(prepared),
+        }
+        out = args.models_dir / "egmn" / args.version
+        manifest = _write(run, out, args.version, references)
+        print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
     if args.table:
         shipped = json.loads((args.runs_dir / "shipped.json").read_text())
         d2q = args.runs_dir.parent / "d2q" / "checkpoint.pt"
         if d2q.exists():
             split = split_by_day(load_joined(args.data_dir))
-            shipped["d2q (offline)"] = tuning.score_d2q_validation(d2q, split)
+            shipped["d2q (offline run)"] = tuning.score_d2q_validation(d2q, split)
         results = tuning.load_results(args.runs_dir)
         budget = tuning.BUDGET.format(n=len(results))
         path = args.reports_dir / "tuning.md"

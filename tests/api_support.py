@@ -23,7 +23,11 @@ from service.runtime.features import encode_features
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
-SHIPPED = MODELS / "egmn" / "1"
+# Every shipped EGMN version, oldest first; a bare name serves the highest (the service's
+# rule), so the default model's reference is the last one.
+EGMN_VERSIONS = sorted((p.name for p in (MODELS / "egmn").iterdir() if p.name.isdigit()), key=int)
+SERVED_VERSION = EGMN_VERSIONS[-1]
+SHIPPED = MODELS / "egmn" / SERVED_VERSION
 
 
 @functools.cache

@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from api_support import MODELS, AppClient, Reference, chunks, client_for, request_rows
+from api_support import (
+    EGMN_VERSIONS,
+    MODELS,
+    SERVED_VERSION,
+    AppClient,
+    Reference,
+    chunks,
+    client_for,
+    request_rows,
+)
 
 from service.app import _chain_shutdown_signals, create_app
 from service.config import Settings
@@ -71,7 +80,12 @@ def test_columnar_prediction_equals_direct_computation(
     assert r.headers["content-type"] == "application/json"
     got = r.json()
     dist = reference.distribution(columns)
-    assert (got["model"], got["version"], got["family"], got["n"]) == ("egmn", "1", "egm", 256)
+    assert (got["model"], got["version"], got["family"], got["n"]) == (
+        "egmn",
+        SERVED_VERSION,
+        "egm",
+        256,
+    )
     assert got["quick_skip_threshold_s"] == reference.manifest.quick_skip_threshold_s
     _close(got["expected_watch_time_s"], dist.mean())
     _close(got["point_s"], dist.point())
@@ -115,9 +129,18 @@ def test_default_bare_and_versioned_routes_agree(client: AppClient, rows256: Any
     body = {"features": {k: v[:5] for k, v in features.items()}}
     answers = [
         client.post(url, json=body).json()
-        for url in ("/v1/predict", "/v1/models/egmn/predict", "/v1/models/egmn/versions/1/predict")
+        for url in (
+            "/v1/predict",
+            "/v1/models/egmn/predict",
+            f"/v1/models/egmn/versions/{SERVED_VERSION}/predict",
+        )
     ]
     assert answers[0] == answers[1] == answers[2]
+    assert answers[0]["version"] == SERVED_VERSION
+    if len(EGMN_VERSIONS) > 1:  # an older version stays reachable by its number, and differs
+        older = client.post(f"/v1/models/egmn/versions/{EGMN_VERSIONS[0]}/predict", json=body)
+        assert older.status_code == 200 and older.json()["version"] == EGMN_VERSIONS[0]
+        assert older.json()["expected_watch_time_s"] != answers[0]["expected_watch_time_s"]
     assert answers[0]["model"] == "egmn"  # the headline model, whatever else is served
 
 
@@ -185,16 +208,17 @@ def test_models_listing_and_manifest(client: AppClient) -> None:
     )
     assert sorted((e["name"], e["version"]) for e in entries) == on_disk_dirs
     assert [e["name"] for e in entries if e["default"] is True] == ["egmn"]
-    [entry] = [e for e in entries if e["name"] == "egmn"]
-    assert entry["version"] == "1"
+    egmn = [e for e in entries if e["name"] == "egmn"]
+    assert [e["version"] for e in egmn] == EGMN_VERSIONS
+    assert [e["version"] for e in egmn if e["default"] is True] == [SERVED_VERSION]
     detail = client.get("/v1/models/egmn").json()
-    on_disk = json.loads((MODELS / "egmn" / "1" / "manifest.json").read_text())
+    on_disk = json.loads((MODELS / "egmn" / SERVED_VERSION / "manifest.json").read_text())
     assert detail["manifest"] == on_disk
-    assert detail["versions"] == ["1"]
+    assert detail["versions"] == EGMN_VERSIONS
     assert detail["feature_columns"] == list(
         dict.fromkeys(f["source"] for f in on_disk["features"])
     )
-    assert client.get("/v1/models/egmn/versions/1").json() == detail
+    assert client.get(f"/v1/models/egmn/versions/{SERVED_VERSION}").json() == detail
 
 
 def test_health(client: AppClient) -> None:
@@ -385,7 +409,7 @@ def test_unknown_model_and_version(client: AppClient, rows256: Any) -> None:
     assert err["code"] == "unknown_model"
     _error(client.post("/v1/models/egmn/versions/7/predict", json=_body(features)), 404, "model")
     _error(client.get("/v1/models/nope"), 404, "model")
-    _error(client.get("/v1/models/egmn/versions/2"), 404, "model")
+    _error(client.get(f"/v1/models/egmn/versions/{int(SERVED_VERSION) + 1}"), 404, "model")
 
 
 def test_framework_errors_use_the_same_format(client: AppClient) -> None:

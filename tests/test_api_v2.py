@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 from api_support import (
+    EGMN_VERSIONS,
     MODELS,
+    SERVED_VERSION,
     AppClient,
     LiveServer,
     Reference,
@@ -137,7 +139,7 @@ def test_server_and_model_metadata(client: AppClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     model = client.get("/v2/models/egmn").json()
-    assert model["name"] == "egmn" and model["versions"] == ["1"]
+    assert model["name"] == "egmn" and model["versions"] == EGMN_VERSIONS
     assert [i["name"] for i in model["inputs"]] == manifest().source_columns()
     types = {i["name"]: i["datatype"] for i in model["inputs"]}
     assert (
@@ -146,9 +148,10 @@ def test_server_and_model_metadata(client: AppClient) -> None:
     names = {o["name"] for o in model["outputs"]}
     assert {"expected_watch_time_s", "point_s", "std_s", "quick_skip_prob"} <= names
     assert {"quantiles", "interval_mass"} <= names
-    assert client.get("/v2/models/egmn/versions/1").json() == model
+    assert client.get(f"/v2/models/egmn/versions/{SERVED_VERSION}").json() == model
     assert client.get("/v2/models/egmn/ready").json() == {"name": "egmn", "ready": True}
-    assert client.get("/v2/models/egmn/versions/1/ready").status_code == 200
+    for version in EGMN_VERSIONS:
+        assert client.get(f"/v2/models/egmn/versions/{version}/ready").status_code == 200
 
 
 def test_json_infer_equals_reference(client: AppClient, reference: Reference) -> None:
@@ -161,7 +164,11 @@ def test_json_infer_equals_reference(client: AppClient, reference: Reference) ->
     r = client.post("/v2/models/egmn/infer", content=json.dumps(body))
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["model_name"] == "egmn" and doc["model_version"] == "1" and doc["id"] == "r-1"
+    assert (
+        doc["model_name"] == "egmn"
+        and doc["model_version"] == SERVED_VERSION
+        and doc["id"] == "r-1"
+    )
     assert all(o["datatype"] == "FP64" for o in doc["outputs"])
     got = outputs_of(doc)
     assert got["quantiles"].shape == (64, 3) and got["expected_watch_time_s"].shape == (64,)
@@ -192,7 +199,7 @@ def test_binary_request_and_response(client: AppClient, reference: Reference) ->
     }
     body, header_length = binary_body(columns, extra)
     r = client.post(
-        "/v2/models/egmn/versions/1/infer",
+        f"/v2/models/egmn/versions/{SERVED_VERSION}/infer",
         content=body,
         headers={
             "Inference-Header-Content-Length": str(header_length),
@@ -369,7 +376,9 @@ def test_triton_client(live: LiveServer, reference: Reference, binary: bool) -> 
         got = {n: result.as_numpy(n) for n in names}
         check_against_reference(got, reference, columns, 3.0)
         # no outputs named: the client asks for all of them in binary
-        result = triton.infer("egmn", _triton_inputs(http, columns, binary), model_version="1")
+        result = triton.infer(
+            "egmn", _triton_inputs(http, columns, binary), model_version=SERVED_VERSION
+        )
         np.testing.assert_array_equal(
             result.as_numpy("expected_watch_time_s"), got["expected_watch_time_s"]
         )

@@ -102,7 +102,10 @@ def test_batched_rows_match_an_independent_session(batched: AppClient) -> None:
         _, columns = request_rows(n, 300 + 50 * i)
         dist = reference.distribution(columns)
         np.testing.assert_allclose(r.json()["expected_watch_time_s"], dist.mean(), rtol=1e-6)
-        np.testing.assert_allclose(r.json()["quick_skip_prob"], dist.quick_skip_prob(3.0))
+        # float32 GEMM rounding differs with the row block (see README): same rtol as the mean
+        np.testing.assert_allclose(
+            r.json()["quick_skip_prob"], dist.quick_skip_prob(3.0), rtol=1e-6
+        )
 
 
 def test_a_request_over_max_batch_rows_is_split_and_answered_whole(

@@ -18,10 +18,10 @@ from service.runtime.repository import (
 
 
 def _repository_of(root: Path, names: list[str]) -> Path:
-    """A repository holding the shipped graph under each of ``names`` (version 1)."""
+    """A repository holding the served graph under each of ``names`` (at its version)."""
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     for name in names:
-        target = root / name / "1"
+        target = root / name / str(manifest["version"])
         target.mkdir(parents=True)
         shutil.copy(SHIPPED / "model.onnx", target / "model.onnx")
         (target / "manifest.json").write_text(json.dumps({**manifest, "name": name}))

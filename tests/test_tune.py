@@ -79,3 +79,14 @@ def test_report_states_the_decision(tmp_path: Path) -> None:
     loser = dict(result, calibrated=_m(10.0, 5.5, 2.9))
     assert tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"bad": loser}, "none") is None
     assert "No configuration meets the rule" in path.read_text()
+
+
+def test_served_dir_is_the_highest_numeric_version(tmp_path: Path) -> None:
+    from model_export.evaluation import served_dir
+
+    for version in ("1", "2", "10", "notes"):
+        (tmp_path / "egmn" / version).mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    assert served_dir(tmp_path, "egmn") == tmp_path / "egmn" / "10"
+    assert served_dir(tmp_path, "empty") is None
+    assert served_dir(tmp_path, "missing") is None
