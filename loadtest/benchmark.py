@@ -46,9 +46,13 @@ sys.path.insert(0, str(ROOT))
 
 from model_export.data import load_joined, raw_columns, split_by_day  # noqa: E402
 from service.runtime.inference import PredictOptions, predict  # noqa: E402
-from service.runtime.repository import SessionConfig, load_model  # noqa: E402
+from service.runtime.repository import (  # noqa: E402
+    SessionConfig,
+    latest_version_dir,
+    load_model,
+)
 
-MODEL_DIR = ROOT / "models" / "egmn" / "1"
+MODEL_DIR = latest_version_dir(ROOT / "models", "egmn")  # the EGMN the service serves
 LUA = Path(__file__).resolve().parent / "bench.lua"
 REPORT = ROOT / "reports" / "benchmarks.md"
 PLOT = ROOT / "reports" / "benchmarks.png"

@@ -33,7 +33,15 @@ if str(ROOT) not in sys.path:
 from model_export.data import load_joined, raw_columns, split_by_day  # noqa: E402
 
 MODEL = os.environ.get("WATCHTIME_LOAD_MODEL", "egmn")
-MODEL_DIR = Path(os.environ.get("WATCHTIME_LOAD_MODEL_DIR", str(ROOT / "models" / MODEL / "1")))
+# The version the service serves by default: the highest numeric one (the image of the load
+# profile has no onnxruntime, so this does not import the service's repository code).
+MODEL_DIR = Path(
+    os.environ.get("WATCHTIME_LOAD_MODEL_DIR")
+    or max(
+        (p for p in (ROOT / "models" / MODEL).iterdir() if p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
+)
 MIN_ROWS = int(os.environ.get("WATCHTIME_LOAD_MIN_ROWS", "50"))
 MAX_ROWS = int(os.environ.get("WATCHTIME_LOAD_MAX_ROWS", "500"))
 QUANTILES = [0.1, 0.5, 0.9]

@@ -17,9 +17,12 @@ import pandas as pd
 from fastapi import FastAPI
 
 from model_export.data import load_joined, raw_columns, split_by_day
+from service.app import create_app
+from service.config import Settings
 from service.distributions import Distribution, get_family
 from service.manifest import Manifest
 from service.runtime.features import encode_features
+from service.runtime.repository import ModelRepository, SessionConfig, load_repository
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -176,3 +179,14 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def shipped_repository() -> ModelRepository:
+    """The shipped models, loaded once per test module (one onnxruntime thread each)."""
+    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
+
+
+def app_client(repository: ModelRepository, **knobs: Any) -> Iterator[AppClient]:
+    """A client of the real app over ``repository`` with settings ``knobs``."""
+    settings = Settings(model_repository=MODELS, **knobs)
+    yield from client_for(create_app(settings, repository, handle_signals=False))

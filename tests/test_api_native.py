@@ -17,9 +17,10 @@ from api_support import (
     SERVED_VERSION,
     AppClient,
     Reference,
+    app_client,
     chunks,
-    client_for,
     request_rows,
+    shipped_repository,
 )
 
 from service.app import _chain_shutdown_signals, create_app
@@ -33,19 +34,17 @@ INTERVALS = [[0, 3], [3, 10], [10, None]]
 
 @pytest.fixture(scope="module")
 def repository() -> ModelRepository:
-    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
+    return shipped_repository()
 
 
 @pytest.fixture(scope="module")
 def client(repository: ModelRepository) -> Iterator[AppClient]:
-    settings = Settings(model_repository=MODELS)
-    yield from client_for(create_app(settings, repository, handle_signals=False))
+    yield from app_client(repository)
 
 
 @pytest.fixture(scope="module")
 def small_limits(repository: ModelRepository) -> Iterator[AppClient]:
-    settings = Settings(model_repository=MODELS, max_request_rows=20, max_body_bytes=32 * 1024)
-    yield from client_for(create_app(settings, repository, handle_signals=False))
+    yield from app_client(repository, max_request_rows=20, max_body_bytes=32 * 1024)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,15 @@ from api_support import (
     AppClient,
     LiveServer,
     Reference,
-    client_for,
+    app_client,
     manifest,
     request_rows,
+    shipped_repository,
 )
 
 from service.app import create_app
 from service.config import Settings
-from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.runtime.repository import ModelRepository
 
 LEVELS = [0.1, 0.5, 0.9]
 INTERVALS = [[0, 3], [3, 10], [10, None]]
@@ -32,13 +33,12 @@ EDGES = np.array([[0, 3], [3, 10], [10, np.inf]])
 
 @pytest.fixture(scope="module")
 def repository() -> ModelRepository:
-    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
+    return shipped_repository()
 
 
 @pytest.fixture(scope="module")
 def client(repository: ModelRepository) -> Iterator[AppClient]:
-    settings = Settings(model_repository=MODELS, max_request_rows=300)
-    yield from client_for(create_app(settings, repository, handle_signals=False))
+    yield from app_client(repository, max_request_rows=300)
 
 
 @pytest.fixture(scope="module")

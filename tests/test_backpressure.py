@@ -11,13 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
-from api_support import MODELS, AppClient, client_for, request_rows
+from api_support import MODELS, AppClient, app_client, request_rows, shipped_repository
 from metrics_support import delta, scrape
 from test_batching import v2_body
 
-from service.app import create_app
-from service.config import ConfigError, Settings, load_settings
-from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.config import ConfigError, load_settings
+from service.runtime.repository import ModelRepository
 
 MODEL = "egmn"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -26,27 +25,22 @@ INFER = f"/v2/models/{MODEL}/infer"
 
 @pytest.fixture(scope="module")
 def repository() -> ModelRepository:
-    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
-
-
-def _client(repository: ModelRepository, **knobs: Any) -> Iterator[AppClient]:
-    settings = Settings(model_repository=MODELS, **knobs)
-    yield from client_for(create_app(settings, repository, handle_signals=False))
+    return shipped_repository()
 
 
 @pytest.fixture(scope="module")
 def tiny_queue(repository: ModelRepository) -> Iterator[AppClient]:
-    yield from _client(repository, max_queue_rows=10, max_batch_rows=64, max_queue_delay_ms=1500)
+    yield from app_client(repository, max_queue_rows=10, max_batch_rows=64, max_queue_delay_ms=1500)
 
 
 @pytest.fixture(scope="module")
 def slow_batches(repository: ModelRepository) -> Iterator[AppClient]:
-    yield from _client(repository, max_batch_rows=64, max_queue_delay_ms=1000)
+    yield from app_client(repository, max_batch_rows=64, max_queue_delay_ms=1000)
 
 
 @pytest.fixture(scope="module")
 def default_deadline(repository: ModelRepository) -> Iterator[AppClient]:
-    yield from _client(repository, max_queue_delay_ms=1000, default_timeout_ms=30)
+    yield from app_client(repository, max_queue_delay_ms=1000, default_timeout_ms=30)
 
 
 def _body(n: int, start: int = 0) -> bytes:

@@ -15,39 +15,38 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from api_support import MODELS, AppClient, Reference, client_for, request_rows
+from api_support import (
+    AppClient,
+    Reference,
+    app_client,
+    request_rows,
+    shipped_repository,
+)
 from metrics_support import delta, scrape
 from test_api_v2 import json_inputs, tensor_columns
 
-from service.app import create_app
-from service.config import Settings
 from service.runtime.batcher import ROW_BLOCK, BatchConfig, Batcher, pad_rows
 from service.runtime.features import encode_features
 from service.runtime.inference import PredictOptions, encode, postprocess, run_model
-from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.runtime.repository import ModelRepository
 
 MODEL = "egmn"
 
 
 @pytest.fixture(scope="module")
 def repository() -> ModelRepository:
-    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
-
-
-def _client(repository: ModelRepository, **knobs: Any) -> Iterator[AppClient]:
-    settings = Settings(model_repository=MODELS, **knobs)
-    yield from client_for(create_app(settings, repository, handle_signals=False))
+    return shipped_repository()
 
 
 @pytest.fixture(scope="module")
 def batched(repository: ModelRepository) -> Iterator[AppClient]:
     # A long delay: concurrent requests reliably meet in the queue.
-    yield from _client(repository, max_batch_rows=64, max_queue_delay_ms=400)
+    yield from app_client(repository, max_batch_rows=64, max_queue_delay_ms=400)
 
 
 @pytest.fixture(scope="module")
 def unbatched(repository: ModelRepository) -> Iterator[AppClient]:
-    yield from _client(repository, batching=False)
+    yield from app_client(repository, batching=False)
 
 
 def _body(n: int, start: int, **options: Any) -> bytes:

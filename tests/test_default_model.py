@@ -13,6 +13,7 @@ from service.runtime.repository import (
     ModelRepository,
     SessionConfig,
     UnknownModelError,
+    latest_version_dir,
     load_repository,
 )
 
@@ -52,3 +53,11 @@ def test_a_configured_default_wins(tmp_path: Path) -> None:
 def test_a_configured_default_that_is_absent_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnknownModelError):
         _load(_repository_of(tmp_path, ["cread", "egmn"]), default="softmax")
+
+
+def test_latest_version_dir_orders_versions_as_numbers(tmp_path: Path) -> None:
+    for version in ("2", "10", "9", "notes"):
+        (tmp_path / "egmn" / version).mkdir(parents=True)
+    assert latest_version_dir(tmp_path, "egmn") == tmp_path / "egmn" / "10"
+    with pytest.raises(UnknownModelError):
+        latest_version_dir(tmp_path, "cread")

@@ -11,12 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 import pytest
-from api_support import MODELS, AppClient, client_for, request_rows
+from api_support import AppClient, app_client, request_rows, shipped_repository
 from metrics_support import delta, parse, scrape, value
 
-from service.app import create_app
-from service.config import Settings
-from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.runtime.repository import ModelRepository
 
 MODEL = "egmn"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -43,13 +41,12 @@ CONTRACT = {
 
 @pytest.fixture(scope="module")
 def repository() -> ModelRepository:
-    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
+    return shipped_repository()
 
 
 @pytest.fixture(scope="module")
 def client(repository: ModelRepository) -> Iterator[AppClient]:
-    settings = Settings(model_repository=MODELS, max_request_rows=50)
-    yield from client_for(create_app(settings, repository, handle_signals=False))
+    yield from app_client(repository, max_request_rows=50)
 
 
 def test_every_contracted_metric_exists_with_its_labels(client: AppClient) -> None:

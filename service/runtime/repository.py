@@ -241,6 +241,14 @@ def discover(root: Path) -> list[Path]:
     return found
 
 
+def latest_version_dir(root: Path, name: str) -> Path:
+    """``root/<name>/<highest numeric version>/``: the version served when none is named."""
+    versions = [p for p in discover(root) if p.parent.name == name]
+    if not versions:
+        raise UnknownModelError(name)
+    return max(versions, key=lambda p: int(p.name))
+
+
 def load_repository(
     root: Path, config: SessionConfig, default: str | None = None, warmup_rows: int = 64
 ) -> ModelRepository:
