@@ -113,12 +113,9 @@ def baseline_metrics(prepared: Prepared) -> dict[str, float]:
     return evaluate_point(pred, labels(prepared.split.test))
 
 
-def run_egmn(
-    prepared: Prepared, config: TrainConfig, calibrate: bool = True, progress: bool = True
-) -> EGMNRun:
-    """Train, calibrate on the validation day and evaluate on the test day."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model, history = train_egmn(
+def train_on(prepared: Prepared, config: TrainConfig, progress: bool) -> tuple[EGMN, History]:
+    """EGMN fitted on the training days, early-stopped on the validation day."""
+    return train_egmn(
         prepared.train,
         prepared.validation,
         prepared.fitted.cardinalities,
@@ -126,6 +123,14 @@ def run_egmn(
         config,
         progress=progress,
     )
+
+
+def run_egmn(
+    prepared: Prepared, config: TrainConfig, calibrate: bool = True, progress: bool = True
+) -> EGMNRun:
+    """Train, calibrate on the validation day and evaluate on the test day."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model, history = train_on(prepared, config, progress)
     calibration = fit_calibration(model, prepared.validation, config) if calibrate else None
     train_seconds = time.perf_counter() - start
     train_cpu_seconds = time.process_time() - cpu_start

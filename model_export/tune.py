@@ -34,9 +34,10 @@ from model_export.pipeline import (
     Prepared,
     predict_distribution,
     save_run,
+    train_on,
     training_window,
 )
-from model_export.train import Encoded, TrainConfig, fit_calibration, train_egmn
+from model_export.train import Encoded, TrainConfig, fit_calibration
 
 # The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -84,14 +85,7 @@ def run_config(
     """Train one configuration, calibrate on the first half, score the second half."""
     config = config_of(name)
     start, cpu = time.perf_counter(), time.process_time()
-    model, history = train_egmn(
-        prepared.train,
-        prepared.validation,
-        prepared.fitted.cardinalities,
-        prepared.fitted.numeric_width,
-        config,
-        progress=progress,
-    )
+    model, history = train_on(prepared, config, progress)
     first, second = halves(len(prepared.validation))
     calibration = fit_calibration(model, _part(prepared.validation, first), config)
     run = EGMNRun(
