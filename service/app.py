@@ -22,8 +22,10 @@ from starlette.responses import Response
 
 from service import metrics
 from service.config import Settings, load_settings
+from service.dataplane import DataPlane
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
+from service.protocol.fastpath import FastPath
 from service.protocol.native import router as native_router
 from service.protocol.schemas import request_examples, v2_examples
 from service.protocol.v2 import router as v2_router
@@ -88,6 +90,7 @@ def create_app(
     settings = settings if settings is not None else load_settings()
     state = ServiceState(repository)
     batchers = Batchers(batch_config(settings))
+    plane = DataPlane(state, settings, batchers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +105,7 @@ def create_app(
         finally:
             state.begin_shutdown()
             await batchers.close()
+            plane.close()
             metrics.process_exiting()
 
     app = FastAPI(
@@ -116,8 +120,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = state
-    app.state.batchers = batchers
+    app.state.data_plane = plane
     install_error_handlers(app)
+    app.add_middleware(FastPath, plane=plane)
     app.include_router(native_router)
     app.include_router(v2_router)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])

@@ -26,7 +26,7 @@ from metrics_support import delta, scrape
 from test_api_v2 import json_inputs, tensor_columns
 
 from service.runtime.batcher import ROW_BLOCK, BatchConfig, Batcher, pad_rows
-from service.runtime.features import encode_features
+from service.runtime.features import FeatureError, encode_features
 from service.runtime.inference import PredictOptions, encode, postprocess, run_model
 from service.runtime.repository import ModelRepository
 
@@ -183,43 +183,127 @@ def test_padding_makes_rows_independent_of_their_batch(repository: ModelReposito
     assert worst_unpadded < 1e-4
 
 
-def test_same_options_are_post_processed_once_per_run_with_the_same_numbers(
-    repository: ModelRepository,
-) -> None:
-    """Requests that share a run and their options get one merged post-processing call.
+def _alone(model: Any, columns: dict[str, np.ndarray], n: int, options: PredictOptions) -> Any:
+    """A request's numbers computed by itself: its own encoding, run and post-processing."""
+    return postprocess(model, run_model(model, pad_rows(encode(model, columns), n)), options)
 
-    Their numbers must equal those of each request post-processed alone, bit for bit; a
-    request with other options in the same run is left to post-process on its own.
-    """
-    model = repository.get(MODEL)
-    shared = PredictOptions.create([0.05, 0.5, 0.95], [(0.0, 2.0), (2.0, None)], 2.5, True)
-    other = PredictOptions.create([0.5])
-    sizes = [1, 4, 2, 9, 3]
-    requests = []
-    for i, n in enumerate(sizes):
-        _, columns = request_rows(n, 500 + 40 * i)
-        requests.append((encode(model, columns), n, other if i == 2 else shared))
 
-    async def submit() -> list[Any]:
-        batcher = Batcher(model, BatchConfig(max_batch_rows=64, max_queue_delay_s=0.3))
+def _submit(model: Any, requests: list[Any], **config: Any) -> list[Any]:
+    async def go() -> list[Any]:
+        batcher = Batcher(model, BatchConfig(**config))
         try:
-            return await asyncio.gather(*(batcher.predict(t, n, None, o) for t, n, o in requests))
+            return await asyncio.gather(
+                *(batcher.predict(c, n, o) for c, n, o in requests), return_exceptions=True
+            )
         finally:
             await batcher.close()
 
-    outcomes = asyncio.run(submit())
-    for i, ((tensors, n, options), outcome) in enumerate(zip(requests, outcomes, strict=True)):
-        if i == 2:
-            assert outcome.prediction is None  # alone with its options: post-processed apart
-            continue
-        got = outcome.prediction
-        assert got is not None and got.n == n
-        alone = postprocess(model, run_model(model, pad_rows(tensors, n)), options)
-        for key in ("mean", "point", "std", "quick_skip_prob", "quantiles", "interval_mass"):
-            np.testing.assert_array_equal(getattr(got, key), getattr(alone, key)[:n], key)
-        assert got.params is not None and alone.params is not None
-        for name, value in alone.params.items():
+    return asyncio.run(go())
+
+
+KEYS = ("mean", "point", "std", "quick_skip_prob", "quantiles", "interval_mass")
+
+
+def test_a_batch_of_mixed_options_gives_each_request_its_own_numbers_bit_for_bit(
+    repository: ModelRepository,
+) -> None:
+    """One run encodes and post-processes every request's rows at once, whatever each asks.
+
+    Each request's numbers must equal those of the request computed alone, bit for bit:
+    other levels, intervals, thresholds and batch-mates must change nothing.
+    """
+    model = repository.get(MODEL)
+    menu = [
+        PredictOptions.create([0.05, 0.5, 0.95], [(0.0, 2.0), (2.0, None)], 2.5, True),
+        PredictOptions.create([0.5]),
+        PredictOptions.create(None, [(0.0, 3.0), (3.0, 10.0), (10.0, None)], 7.0),
+        PredictOptions.create([0.1, 0.2, 0.3, 0.4, 0.6, 0.9]),
+        PredictOptions.create(),
+    ]
+    rng = np.random.default_rng(7)
+    sizes = [int(s) for s in rng.integers(1, 40, size=12)]
+    requests = []
+    for i, n in enumerate(sizes):
+        _, columns = request_rows(n, 300 + 37 * i)
+        requests.append((columns, n, menu[int(rng.integers(len(menu)))]))
+    outcomes = _submit(model, requests, max_batch_rows=512, max_queue_delay_s=0.3)
+    for (columns, n, options), got in zip(requests, outcomes, strict=True):
+        assert got.n == n
+        alone = _alone(model, columns, n, options)
+        assert got.quick_skip_threshold_s == alone.quick_skip_threshold_s
+        for key in KEYS:
+            mine, want = getattr(got, key), getattr(alone, key)
+            assert (mine is None) == (want is None), key
+            if want is not None:
+                np.testing.assert_array_equal(mine, want[:n], key)
+        assert (got.params is None) == (alone.params is None)
+        for name, value in (alone.params or {}).items():
             np.testing.assert_array_equal(got.params[name], value[:n])
+
+
+def test_a_request_that_cannot_be_encoded_fails_alone_naming_its_own_row(
+    repository: ModelRepository,
+) -> None:
+    model = repository.get(MODEL)
+    options = PredictOptions.create([0.5])
+    requests = []
+    for i, n in enumerate([3, 5, 4]):
+        _, columns = request_rows(n, 800 + 10 * i)
+        requests.append((dict(columns), n, options))
+    bad = requests[1][0]
+    duration = np.asarray(bad["duration_ms"]).astype(object)
+    duration[3] = "long"  # text in a numeric column: the encoder refuses that row
+    bad["duration_ms"] = duration
+    outcomes = _submit(model, requests, max_batch_rows=64, max_queue_delay_s=0.3)
+    assert isinstance(outcomes[1], FeatureError), outcomes[1]
+    assert outcomes[1].row == 3 and outcomes[1].feature == "duration_ms"
+    for i in (0, 2):
+        columns, n, opts = requests[i]
+        want = _alone(model, columns, n, opts)
+        np.testing.assert_array_equal(outcomes[i].quantiles, want.quantiles[:n])
+
+
+def test_a_split_request_fails_with_its_own_row_number(repository: ModelRepository) -> None:
+    model = repository.get(MODEL)
+    _, columns = request_rows(40, 1200)
+    columns = dict(columns)
+    duration = np.asarray(columns["duration_ms"]).astype(object)
+    duration[29] = "long"
+    columns["duration_ms"] = duration
+    [outcome] = _submit(
+        model, [(columns, 40, PredictOptions.create())], max_batch_rows=8, max_queue_delay_s=0.0
+    )
+    assert isinstance(outcome, FeatureError) and outcome.row == 29
+
+
+def test_a_cancelled_request_never_runs_its_queued_rows(repository: ModelRepository) -> None:
+    """A client that leaves cancels its call: rows that have not started are dropped."""
+    model = repository.get(MODEL)
+    _, columns = request_rows(64, 1500)
+    before = scrape_rows()
+
+    async def go() -> None:
+        batcher = Batcher(model, BatchConfig(max_batch_rows=8, max_queue_delay_s=0.0))
+        try:
+            task = asyncio.ensure_future(batcher.predict(columns, 64, PredictOptions.create()))
+            await asyncio.sleep(0)  # queued; the loop has not cut more than one batch yet
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.2)
+            assert batcher.queued_rows == 0
+        finally:
+            await batcher.close()
+
+    asyncio.run(go())
+    ran = scrape_rows() - before
+    assert ran < 64, ran
+
+
+def scrape_rows() -> float:
+    from service import metrics
+
+    return float(metrics.ROWS.labels(MODEL)._value.get())
 
 
 def test_same_option_requests_over_http_match_the_unbatched_app(

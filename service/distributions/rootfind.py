@@ -52,7 +52,7 @@ CUBIC_STEPS = 6
 # Float32 Newton steps before the float64 search, for calls with enough pairs that
 # throughput, not the number of numpy calls, sets the cost.
 FLOAT32_STEPS = 3
-FLOAT32_MIN_PAIRS = 512
+FLOAT32_MIN_PAIRS = 0
 
 
 class _Evaluator:

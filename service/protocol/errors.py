@@ -9,7 +9,6 @@ one format whatever went wrong.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -17,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.dataplane import ClientGone, DeadlineExceeded, NotReady, QueueFull
 from service.runtime.features import FeatureError
 from service.runtime.inference import InvalidInput
 from service.runtime.repository import UnknownModelError
@@ -69,15 +69,55 @@ def from_unknown_model(exc: UnknownModelError) -> ApiError:
     return ApiError(404, str(exc), code="unknown_model", field="model")
 
 
+def from_exception(exc: BaseException, status: int, prefix: str) -> ApiError:
+    """The ApiError of anything a prediction may raise; ``status`` is the protocol's 4xx.
+
+    ``prefix`` names what the client's rows were sent as (``features``, ``instances``,
+    ``inputs``), so a feature or row error names the field as the client wrote it.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, FeatureError):
+        return invalid(status, f"{prefix}.{exc.feature}", exc.message, exc.row)
+    if isinstance(exc, InvalidInput):
+        field = prefix if exc.field == "features" else exc.field
+        return invalid(status, field, exc.message, exc.row)
+    if isinstance(exc, UnknownModelError):
+        return from_unknown_model(exc)
+    if isinstance(exc, QueueFull):
+        return ApiError(
+            429,
+            f"the model's queue is full ({exc}); retry later",
+            code="queue_full",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, DeadlineExceeded):
+        return ApiError(
+            504, "the request's deadline passed while it was queued", code="deadline_exceeded"
+        )
+    if isinstance(exc, NotReady):
+        return ApiError(503, "models are not loaded yet", code="not_ready")
+    if isinstance(exc, ClientGone):
+        return ApiError(499, "the client disconnected", code="client_gone")
+    if isinstance(exc, MemoryError):
+        return ApiError(413, "the request needs more memory than the server has", code="too_large")
+    log.error("unhandled error in a prediction", exc_info=exc)
+    return ApiError(500, "internal error", code="internal")
+
+
+def error_body(err: ApiError, v2: bool) -> bytes:
+    """The JSON error body: ``{"error"}`` on the v2 routes, with code, field and row else."""
+    if v2:
+        return orjson.dumps({"error": err.message})
+    return orjson.dumps(
+        {"error": err.message, "code": err.code, "field": err.field, "row": err.row}
+    )
+
+
 def error_response(request: Request, err: ApiError) -> Response:
     """The JSON error body for ``request``'s protocol."""
-    body: dict[str, Any]
-    if request.url.path.startswith(V2_PREFIX):
-        body = {"error": err.message}
-    else:
-        body = {"error": err.message, "code": err.code, "field": err.field, "row": err.row}
     return Response(
-        orjson.dumps(body),
+        error_body(err, request.url.path.startswith(V2_PREFIX)),
         status_code=err.status,
         media_type="application/json",
         headers=err.headers,

@@ -19,41 +19,34 @@ import json
 import math
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service import metrics
+from service.dataplane import DataPlane
 from service.protocol.common import (
     SERVER_VERSION,
     Version,
-    deadline_at,
-    finish_prediction,
+    data_plane,
     json_response,
-    observe_request,
-    read_body,
     resolve,
-    run_batched,
     service_state,
     serving_repository,
     timeout_header_s,
 )
-from service.protocol.errors import ApiError, from_feature_error, from_invalid_input
+from service.protocol.errors import ApiError, error_body, from_exception
+from service.protocol.http import HttpRequest, Reply
 from service.protocol.schemas import ErrorBody, v2_request_body
-from service.runtime.batcher import BatchResult
-from service.runtime.features import FeatureError
 from service.runtime.inference import (
     InvalidInput,
     Prediction,
     PredictOptions,
 )
-from service.runtime.inference import encode as encode_inputs
 from service.runtime.repository import LoadedModel
 
 V2_STATUS = 400
@@ -251,8 +244,18 @@ def _options(parameters: Mapping[str, Any]) -> PredictOptions:
         raise bad(f"parameter {exc}") from None
 
 
-def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows: int) -> V2Request:
-    """Columns, options and requested outputs of a v2 infer request, or a 4xx ApiError."""
+def decode(
+    model: LoadedModel,
+    body: bytes,
+    header_length: str | None,
+    max_rows: int,
+    admit: Callable[[int], None] | None = None,
+) -> V2Request:
+    """Columns, options and requested outputs of a v2 infer request, or a 4xx ApiError.
+
+    ``admit`` is called with the row count the first input's shape states, before any
+    tensor is converted, so that a request the queue cannot take costs only its header.
+    """
     if header_length is not None:
         if not header_length.strip().isdigit() or int(header_length) > len(body):
             raise bad(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
@@ -272,6 +275,10 @@ def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows:
     tensors: dict[str, np.ndarray] = {}
     lengths: dict[str, int] = {}
     offset = 0
+    if admit is not None:
+        first_shape = inputs[0].get("shape") if isinstance(inputs[0], dict) else None
+        if isinstance(first_shape, list) and first_shape and isinstance(first_shape[0], int):
+            admit(max(0, min(first_shape[0], max_rows)))
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
             raise bad(f"inputs[{i}]: a tensor needs a name")
@@ -432,29 +439,6 @@ def timeout_parameter_s(parameters: Mapping[str, Any]) -> float | None:
     return value / 1e6 if value > 0 else None
 
 
-def prepare_infer(
-    model: LoadedModel, body: bytes, header_length: str | None, max_rows: int
-) -> tuple[V2Request, dict[str, np.ndarray]]:
-    """Decode a request and encode its features (runs in a worker thread)."""
-    request = decode(model, body, header_length, max_rows)
-    try:
-        tensors = encode_inputs(model, request.columns)
-    except FeatureError as exc:
-        raise from_feature_error(exc, V2_STATUS, "inputs") from None
-    return request, tensors
-
-
-def finish_infer(
-    model: LoadedModel, request: V2Request, outcome: BatchResult
-) -> tuple[bytes, int | None]:
-    """Post-process (unless the batch did) and encode one answer (runs in a worker thread)."""
-    try:
-        result = finish_prediction(model, outcome, request.options)
-    except InvalidInput as exc:
-        raise from_invalid_input(exc, V2_STATUS) from None
-    return encode(model, request, result)
-
-
 # --------------------------------------------------------------------------- routes
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -538,29 +522,59 @@ async def model_version_ready(request: Request, name: str, version: Version) -> 
     return _model_ready(request, name, version)
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
+LARGE_BODY_BYTES = 256 * 1024
+"""Bodies above this are decoded on the process's decoding thread, not the event loop."""
+
+
+async def serve_infer(
+    plane: DataPlane, request: HttpRequest, name: str, version: str | None
+) -> Reply:
+    """A v2 inference, from the request's headers and body to the reply to send."""
     arrival = time.monotonic()
-    settings = request.app.state.settings
-    with observe_request("infer") as record:
-        model = resolve(request, name, version)
-        record.model = model.name
-        header_timeout = timeout_header_s(request, V2_STATUS)
-        body = await read_body(request, settings.max_body_bytes)
-        header_length = request.headers.get(HEADER_LENGTH)
-        decoded, tensors = await run_in_threadpool(
-            prepare_infer, model, body, header_length, settings.max_request_rows
-        )
-        deadline = deadline_at(arrival, settings, header_timeout, decoded.timeout_s)
-        metrics.REQUEST_ROWS.labels(model.name).observe(decoded.n)
-        outcome = await run_batched(request, model, tensors, decoded.n, deadline, decoded.options)
-        out, json_length = await run_in_threadpool(finish_infer, model, decoded, outcome)
-    if json_length is None:
-        return Response(out, media_type="application/json")
-    return Response(
-        out,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(json_length)},
+    with plane.observe("infer") as record:
+        try:
+            model = plane.model(name, version)
+            record.model = model.name
+            header_timeout = timeout_header_s(request.headers, V2_STATUS)
+            body = await request.body(plane.settings.max_body_bytes)
+            args = (
+                model,
+                body,
+                request.headers.get(HEADER_LENGTH),
+                plane.settings.max_request_rows,
+                plane.admission(model),
+            )
+            if len(body) > LARGE_BODY_BYTES:
+                decoded = await plane.offload(decode, *args)
+            else:
+                decoded = decode(*args)
+            deadline = plane.deadline(arrival, header_timeout, decoded.timeout_s)
+            result = await plane.infer(
+                model, decoded.columns, decoded.n, decoded.options, deadline, request.disconnected()
+            )
+            out, json_length = encode(model, decoded, result)
+            if json_length is None:
+                reply = Reply(200, out)
+            else:
+                reply = Reply(
+                    200,
+                    out,
+                    "application/octet-stream",
+                    {"Inference-Header-Content-Length": str(json_length)},
+                )
+        except Exception as exc:  # every failure becomes the protocol's error body
+            err = from_exception(exc, V2_STATUS, "inputs")
+            reply = Reply(err.status, error_body(err, v2=True), headers=err.headers)
+        record.status = reply.status
+    return reply
+
+
+async def _documented_infer(request: Request, name: str, version: str | None) -> Response:
+    """The FastAPI route's body: the same handler (hosts that bypass the fast path)."""
+    reply = await serve_infer(
+        data_plane(request), HttpRequest(request.headers, request.receive), name, version
     )
+    return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
 
 
 V2_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -578,10 +592,10 @@ INFER_DOC: dict[str, Any] = {"openapi_extra": v2_request_body(), "responses": V2
 @router.post("/models/{name}/infer", **INFER_DOC)
 async def infer(request: Request, name: str) -> Response:
     """Inference on the model's highest version (JSON or binary tensors)."""
-    return await _infer(request, name, None)
+    return await _documented_infer(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", **INFER_DOC)
 async def infer_version(request: Request, name: str, version: Version) -> Response:
     """Inference on one model version."""
-    return await _infer(request, name, version)
+    return await _documented_infer(request, name, version)

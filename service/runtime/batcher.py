@@ -1,33 +1,32 @@
-"""Dynamic batching: rows of concurrent requests merged into one onnxruntime run per model.
+"""Dynamic batching: every step of a prediction done once per batch, not once per request.
 
-Many ranking clients send small requests at once; one onnxruntime run over their merged rows
-costs little more than one run over a single request's. Each model version has one
-:class:`Batcher`: an asyncio queue of encoded requests, drained by one task that cuts a batch
-once ``max_batch_rows`` rows are waiting or the oldest request has waited
-``max_queue_delay_ms``, and runs it on the model's own single-thread executor, so the event
-loop never blocks and runs of one model never fight over cores (onnxruntime's own thread
-counts stay configuration). A request larger than ``max_batch_rows`` is cut across runs and
-reassembled in order.
+Many ranking clients send small requests at once. Each model version has one
+:class:`Batcher`: a queue of decoded requests (raw columns and options), drained by one task
+that cuts a batch once ``max_batch_rows`` rows are waiting or the oldest request has waited
+``max_queue_delay_ms``. A batch is then feature-encoded, run through onnxruntime and
+post-processed as one block of rows, whatever mix of options its requests asked for, so a
+tiny request costs a share of a few numpy calls instead of hundreds of its own. A request
+larger than ``max_batch_rows`` is cut across runs and reassembled in order.
+
+All of that work runs on one thread per process, shared by every model
+(:class:`WorkerThread`): numpy holds the GIL for small arrays, and several threads making
+small numpy calls are slower than one. The event loop keeps the sockets, the JSON and the
+queue; onnxruntime's own threads use the other cores during a run.
 
 The queue is bounded in rows: past ``max_queue_rows`` a request is refused at once
 (:class:`QueueFull`), so overload shows as fast 429s instead of growing latency. A request
-may carry a deadline; rows whose deadline passes while queued are dropped before they reach
-onnxruntime (:class:`DeadlineExceeded`).
+may carry a deadline; rows whose deadline passes while queued are dropped before they are
+encoded (:class:`DeadlineExceeded`). A request whose client went away is abandoned the same
+way: its rows that have not started are never run.
 
-A row's result never depends on the rows it shares a run with: onnxruntime's CPU GEMM
-(MLAS) computes rows in blocks of four, and a row in the ragged last block can differ in
-the last float32 bit from the same row in a full block. Every run is therefore padded to a
-multiple of :data:`ROW_BLOCK` rows (by repeating its last row), which makes every row's
-output bit-identical whatever batch it landed in.
+A row's answer never depends on the rows it shares a run with. Encoding and post-processing
+work row by row. onnxruntime's CPU GEMM (MLAS) computes rows in blocks of four, and a row in
+the ragged last block can differ in the last float32 bit from the same row in a full block,
+so every run is padded to a multiple of :data:`ROW_BLOCK` rows (by repeating its last row),
+which makes every row's output bit-identical whatever batch it landed in.
 
-Post-processing is merged too: the requests of a run that are answered whole by it and ask
-for the same options (quantile levels, intervals, threshold) are post-processed in one
-vectorized call over their merged rows, in the run's executor thread. The post-processor
-works row by row (no statistic of one row reads another), so each request's numbers are the
-same as when post-processed alone; a group that fails (some row has no finite distribution)
-is left to each request to post-process on its own, so the error names that request's row.
-A request alone in its group is post-processed by its caller as before, which keeps the
-model's executor free for the next run.
+A request whose rows cannot be encoded or post-processed fails alone: the error names its
+own row, and its batch-mates are answered.
 """
 
 from __future__ import annotations
@@ -37,21 +36,24 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service import metrics
+from service.runtime.features import FeatureError
 from service.runtime.inference import (
     FloatArray,
     InvalidInput,
     Prediction,
     PredictOptions,
-    postprocess,
+    concat_predictions,
+    encode,
+    observe_prediction,
+    postprocess_batch,
     run_model,
-    slice_prediction,
 )
 from service.runtime.repository import LoadedModel
 
@@ -81,36 +83,54 @@ class BatchConfig:
     max_queue_rows: int = 50_000
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """A request's family parameters and, when its batch post-processed it, its Prediction.
+class WorkerThread:
+    """The one thread of a process that encodes, runs and post-processes batches.
 
-    ``postprocess_s`` is the time of the merged post-processing call that produced it.
+    Started on first use, and again after a shutdown (an app whose lifespan is entered
+    twice, as test clients do).
     """
 
-    params: dict[str, FloatArray]
-    prediction: Prediction | None = None
-    postprocess_s: float = 0.0
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="watchtime-batch")
+        return self._executor
+
+    def shutdown(self, wait: bool) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait)
 
 
 @dataclass(eq=False)
 class _Pending:
-    tensors: Mapping[str, np.ndarray]
+    columns: Mapping[str, np.ndarray]
     n: int
+    options: PredictOptions
     deadline: float | None
     enqueued: float
-    future: asyncio.Future[BatchResult]
-    options: PredictOptions | None = None
+    future: asyncio.Future[Prediction]
     taken: int = 0
     started: bool = False
     abandoned: bool = False
     delivered: int = 0
-    parts: list[dict[str, FloatArray]] = field(default_factory=list)
-    result: BatchResult | None = None
+    parts: list[Prediction] = field(default_factory=list)
 
     @property
     def left(self) -> int:
         return self.n - self.taken
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Rows ``first:first + count`` of one queued request, as one block of a batch."""
+
+    item: _Pending
+    first: int
+    count: int
 
 
 def pad_rows(tensors: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -122,17 +142,32 @@ def pad_rows(tensors: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]
     return {name: np.take(t, index, axis=0) for name, t in tensors.items()}
 
 
+def merge_columns(
+    sources: Sequence[str], blocks: Sequence[tuple[Mapping[str, np.ndarray], int, int]]
+) -> dict[str, np.ndarray]:
+    """One array per column over row blocks ``(columns, first, count)``, in block order."""
+    if len(blocks) == 1:
+        columns, first, count = blocks[0]
+        if first == 0 and all(len(columns[s]) == count for s in sources):
+            return {s: columns[s] for s in sources}
+        return {s: columns[s][first : first + count] for s in sources}
+    return {s: np.concatenate([c[s][a : a + k] for c, a, k in blocks]) for s in sources}
+
+
 class Batcher:
     """The queue and the run loop of one loaded model version (lives on one event loop)."""
 
-    def __init__(self, model: LoadedModel, config: BatchConfig) -> None:
+    def __init__(
+        self, model: LoadedModel, config: BatchConfig, worker: WorkerThread | None = None
+    ) -> None:
         self.model = model
         self.config = config
         self._label = model.name
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
+        self._own_worker = worker is None
+        self._worker = worker if worker is not None else WorkerThread()
         self.loop = asyncio.get_running_loop()
         self._task = self.loop.create_task(self._loop())
         self._last_run_s = 0.0
@@ -141,32 +176,34 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    async def run(
-        self, tensors: Mapping[str, np.ndarray], n: int, deadline: float | None = None
-    ) -> dict[str, FloatArray]:
-        """Family parameters for ``n`` encoded rows, in order (``deadline``: monotonic s)."""
-        return (await self.predict(tensors, n, deadline)).params
+    def admit(self, n: int) -> None:
+        """QueueFull unless ``n`` more rows fit: asked before a request's expensive decoding.
 
-    async def predict(
-        self,
-        tensors: Mapping[str, np.ndarray],
-        n: int,
-        deadline: float | None = None,
-        options: PredictOptions | None = None,
-    ) -> BatchResult:
-        """Parameters of ``n`` encoded rows and, if merged with others, their Prediction.
-
-        With ``options`` the batch may post-process this request together with batch-mates
-        that ask the same; without, only the parameters come back.
+        A request is never refused for its size alone while the queue is empty.
         """
         limit = self.config.max_queue_rows
         if self._queued_rows and self._queued_rows + n > limit:
             raise QueueFull(self._queued_rows, limit, self._retry_after())
+
+    async def predict(
+        self,
+        columns: Mapping[str, np.ndarray],
+        n: int,
+        options: PredictOptions,
+        deadline: float | None = None,
+    ) -> Prediction:
+        """The answer for ``n`` rows of raw columns (``deadline``: monotonic seconds).
+
+        Raises QueueFull, DeadlineExceeded, FeatureError or InvalidInput (both naming a row
+        of this request). Cancelling the call (the client went away) drops the rows that
+        have not started.
+        """
+        self.admit(n)
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded()
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        item = _Pending(tensors, n, deadline, now, future, options)
+        future: asyncio.Future[Prediction] = self.loop.create_future()
+        item = _Pending(columns, n, options, deadline, now, future)
         self._queue.append(item)
         self._add_queued(n)
         self._wakeup.set()
@@ -188,6 +225,7 @@ class Batcher:
         if not item.abandoned and not item.future.done():
             item.abandoned = True
             self._add_queued(-item.left)
+            item.taken = item.n
 
     def _add_queued(self, rows: int) -> None:
         self._queued_rows += rows
@@ -207,33 +245,36 @@ class Batcher:
             if item.deadline is not None and item.deadline <= now and not item.started:
                 self._add_queued(-item.left)
                 item.abandoned = True
+                item.taken = item.n
                 if not item.future.done():
                     item.future.set_exception(DeadlineExceeded())
                 continue
             kept.append(item)
         self._queue = kept
 
-    def _cut(self) -> list[tuple[_Pending, int, int]]:
-        """The next batch: (item, first row, row count) slices from the head of the queue."""
-        if not self.config.enabled:
-            item = self._queue.popleft()
-            item.started = True
-            self._add_queued(-item.left)
-            piece = (item, item.taken, item.left)
-            item.taken = item.n
-            return [piece]
-        budget = self.config.max_batch_rows
-        batch: list[tuple[_Pending, int, int]] = []
-        while self._queue and budget > 0:
+    def _cut(self) -> list[_Piece]:
+        """The next batch: row slices from the head of the queue."""
+        budget = self.config.max_batch_rows if self.config.enabled else None
+        batch: list[_Piece] = []
+        while self._queue:
             item = self._queue[0]
-            take = min(item.left, budget)
-            batch.append((item, item.taken, take))
+            if item.abandoned:
+                self._queue.popleft()
+                continue
+            take = item.left if budget is None else min(item.left, budget)
+            if budget is not None and take == 0 and item.left:
+                break
+            batch.append(_Piece(item, item.taken, take))
             item.started = True
             item.taken += take
-            budget -= take
             self._add_queued(-take)
             if item.left == 0:
                 self._queue.popleft()
+            if budget is None:
+                break
+            budget -= take
+            if budget <= 0:
+                break
         return batch
 
     async def _loop(self) -> None:
@@ -252,68 +293,97 @@ class Batcher:
                         await asyncio.wait_for(self._wakeup.wait(), wait)
                     continue
             batch = self._cut()
+            if not batch:
+                continue
             started = time.monotonic()
-            for item, first, _ in batch:
-                if first == 0:
-                    metrics.QUEUE_DURATION.labels(self._label).observe(started - item.enqueued)
+            for piece in batch:
+                if piece.first == 0:
+                    wait_s = started - piece.item.enqueued
+                    metrics.QUEUE_DURATION.labels(self._label).observe(wait_s)
             try:
-                outputs = await loop.run_in_executor(self._executor, self._execute, batch)
+                outcomes = await loop.run_in_executor(self._worker.executor, self._execute, batch)
             except Exception as exc:  # the model failed: every request in the run learns why
-                for item, _, _ in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                for piece in batch:
+                    self._fail(piece.item, exc)
                 continue
-            self._deliver(batch, outputs)
+            self._deliver(batch, outcomes)
 
-    def _execute(self, batch: list[tuple[_Pending, int, int]]) -> dict[str, FloatArray]:
-        """One run over the batch's rows, then merged post-processing (executor thread)."""
-        outputs = self._infer(batch)
-        self._postprocess_groups(batch, outputs)
-        return outputs
+    # ----------------------------------------------------------------- the worker thread
 
-    def _postprocess_groups(
-        self, batch: list[tuple[_Pending, int, int]], outputs: dict[str, FloatArray]
-    ) -> None:
-        """Post-process at once the whole requests of the batch that ask the same options."""
-        groups: dict[tuple[object, ...], list[tuple[_Pending, int]]] = {}
-        offset = 0
-        for item, first, count in batch:
-            if item.options is not None and first == 0 and count == item.n:
-                groups.setdefault(item.options.key(), []).append((item, offset))
-            offset += count
-        for members in groups.values():
-            if len(members) < 2:
-                continue
-            index = np.concatenate([np.arange(a, a + it.n) for it, a in members])
-            merged = {k: v[index] for k, v in outputs.items()}
-            options = members[0][0].options
-            assert options is not None
+    def _execute(self, batch: list[_Piece]) -> list[Prediction | Exception]:
+        """Encode, run and post-process the batch's rows as one block (worker thread)."""
+        outcomes: list[Prediction | Exception | None] = [None] * len(batch)
+        live = list(range(len(batch)))
+        tensors = self._encode(batch, live, outcomes)
+        rows = sum(batch[i].count for i in live)
+        if live:
+            params = self._run(tensors, rows)
             started = time.perf_counter()
-            try:
-                whole = postprocess(self.model, merged, options)
-            except (InvalidInput, ValueError, ArithmeticError):  # each request alone names its row
-                continue
+            answers = postprocess_batch(
+                self.model, params, [(batch[i].count, batch[i].item.options) for i in live]
+            )
             elapsed = time.perf_counter() - started
-            start = 0
-            for item, a in members:
-                part = slice_prediction(whole, start, start + item.n)
-                params = {k: v[a : a + item.n] for k, v in outputs.items()}
-                item.result = BatchResult(params, part, elapsed)
-                start += item.n
+            served: list[Prediction] = []
+            for i, answer in zip(live, answers, strict=True):
+                if isinstance(answer, InvalidInput) and answer.row is not None:
+                    answer = InvalidInput(answer.field, answer.message, answer.row + batch[i].first)
+                outcomes[i] = answer
+                if isinstance(answer, Prediction):
+                    served.append(answer)
+            if served:
+                observe_prediction(self.model.name, served, elapsed)
+        return [o if o is not None else RuntimeError("row block not answered") for o in outcomes]
 
-    def _infer(self, batch: list[tuple[_Pending, int, int]]) -> dict[str, FloatArray]:
-        """One onnxruntime run over the batch's rows (in the model's executor thread)."""
-        names = list(batch[0][0].tensors)
-        if len(batch) == 1:
-            item, first, count = batch[0]
-            merged = {k: item.tensors[k][first : first + count] for k in names}
-        else:
-            merged = {
-                k: np.concatenate([it.tensors[k][a : a + c] for it, a, c in batch]) for k in names
-            }
-        rows = sum(c for _, _, c in batch)
+    def _encode(
+        self,
+        batch: list[_Piece],
+        live: list[int],
+        outcomes: list[Prediction | Exception | None],
+    ) -> dict[str, np.ndarray]:
+        """Model inputs of the live blocks; a block that fails is taken out and named."""
+        sources = self.model.sources
+        blocks = {i: (batch[i].item.columns, batch[i].first, batch[i].count) for i in live}
+        while live:
+            try:
+                return encode(self.model, merge_columns(sources, [blocks[i] for i in live]))
+            except FeatureError as exc:
+                culprit = self._culprit(batch, live, exc)
+                if culprit is not None:
+                    index, row = culprit
+                    outcomes[index] = exc.at_row(row)
+                    live.remove(index)
+                    continue
+                # Not tied to a merged row (a column's type): encode each block alone.
+                failed = False
+                for i in list(live):
+                    try:
+                        encode(self.model, merge_columns(sources, [blocks[i]]))
+                    except FeatureError as alone:
+                        own = None if alone.row is None else alone.row + batch[i].first
+                        outcomes[i] = alone.at_row(own)
+                        live.remove(i)
+                        failed = True
+                if not failed:
+                    raise
+        return {}
+
+    @staticmethod
+    def _culprit(batch: list[_Piece], live: list[int], exc: FeatureError) -> tuple[int, int] | None:
+        """The block holding the merged row ``exc.row``, and that row within its request."""
+        if exc.row is None:
+            return None
+        offset = 0
+        for i in live:
+            piece = batch[i]
+            if exc.row < offset + piece.count:
+                return i, piece.first + exc.row - offset
+            offset += piece.count
+        return None
+
+    def _run(self, tensors: dict[str, np.ndarray], rows: int) -> dict[str, FloatArray]:
+        """One onnxruntime run over the batch's rows, padded to the row block."""
         started = time.perf_counter()
-        params = run_model(self.model, pad_rows(merged, rows))
+        params = run_model(self.model, pad_rows(tensors, rows))
         elapsed = time.perf_counter() - started
         self._last_run_s = elapsed
         label = self._label
@@ -323,42 +393,47 @@ class Batcher:
         metrics.BATCHES.labels(label).inc()
         return {k: v[:rows] for k, v in params.items()}
 
-    def _deliver(
-        self, batch: list[tuple[_Pending, int, int]], outputs: dict[str, FloatArray]
-    ) -> None:
-        offset = 0
-        for item, _, count in batch:
-            part = {k: v[offset : offset + count] for k, v in outputs.items()}
-            offset += count
+    # ----------------------------------------------------------------- back on the loop
+
+    def _fail(self, item: _Pending, exc: BaseException) -> None:
+        if not item.future.done():
+            item.future.set_exception(exc)
+        if not item.abandoned:
+            item.abandoned = True
+            self._add_queued(-item.left)
+            item.taken = item.n
+
+    def _deliver(self, batch: list[_Piece], outcomes: list[Prediction | Exception]) -> None:
+        for piece, outcome in zip(batch, outcomes, strict=True):
+            item = piece.item
             if item.future.done():
                 continue
-            if item.result is not None:  # answered whole by this run, post-processed
-                item.future.set_result(item.result)
+            if isinstance(outcome, Exception):
+                self._fail(item, outcome)
                 continue
-            item.parts.append(part)
-            item.delivered += count
+            item.parts.append(outcome)
+            item.delivered += piece.count
             if item.delivered == item.n:
-                if len(item.parts) == 1:
-                    item.future.set_result(BatchResult(item.parts[0]))
-                else:
-                    merged = {k: np.concatenate([p[k] for p in item.parts]) for k in part}
-                    item.future.set_result(BatchResult(merged))
+                whole = item.parts[0] if len(item.parts) == 1 else concat_predictions(item.parts)
+                item.future.set_result(whole)
 
     async def close(self) -> None:
-        """Stop the run loop and the executor (after the server has drained its requests)."""
+        """Stop the run loop (after the server has drained its requests)."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         for item in self._queue:
             if not item.future.done():
                 item.future.cancel()
-        self._executor.shutdown(wait=True)
+        if self._own_worker:
+            self._worker.shutdown(wait=True)
 
     def abandon(self) -> None:
         """Stop from outside the batcher's loop (which may be closed already)."""
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._task.cancel)
-        self._executor.shutdown(wait=False)
+        if self._own_worker:
+            self._worker.shutdown(wait=False)
 
 
 class Batchers:
@@ -366,17 +441,19 @@ class Batchers:
 
     Under uvicorn there is one loop per process; a host that calls the app from several
     loops (some test clients do) gets a batcher on each, as asyncio objects are bound to one.
+    All of them share the process's one worker thread.
     """
 
     def __init__(self, config: BatchConfig) -> None:
         self.config = config
+        self.worker = WorkerThread()
         self._by_key: dict[tuple[int, int], Batcher] = {}
 
     def get(self, model: LoadedModel) -> Batcher:
         key = (id(model), id(asyncio.get_running_loop()))
         batcher = self._by_key.get(key)
         if batcher is None or batcher.model is not model or batcher.loop.is_closed():
-            batcher = Batcher(model, self.config)
+            batcher = Batcher(model, self.config, self.worker)
             self._by_key[key] = batcher
         return batcher
 
@@ -390,3 +467,4 @@ class Batchers:
                 await batcher.close()
             else:
                 batcher.abandon()
+        self.worker.shutdown(wait=True)

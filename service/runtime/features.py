@@ -39,8 +39,13 @@ class FeatureError(ValueError):
     def __init__(self, feature: str, message: str, row: int | None = None) -> None:
         self.feature = feature
         self.row = row
+        self.message = message
         where = f"feature {feature!r}" + (f", row {row}" if row is not None else "")
         super().__init__(f"{where}: {message}")
+
+    def at_row(self, row: int | None) -> FeatureError:
+        """The same error about ``row`` (a request's own row, not its batch's)."""
+        return FeatureError(self.feature, self.message, row)
 
 
 _is_text = np.frompyfunc(lambda v: isinstance(v, (str, bytes)), 1, 1)

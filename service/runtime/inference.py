@@ -8,6 +8,7 @@ Python object per row.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service import metrics
 from service.distributions import ParameterError
 from service.runtime.features import FeatureError, encode_features
 from service.runtime.repository import LoadedModel, ModelLoadError, example_columns
@@ -142,6 +144,42 @@ def slice_prediction(result: Prediction, start: int, stop: int) -> Prediction:
     )
 
 
+def concat_predictions(parts: Sequence[Prediction]) -> Prediction:
+    """The rows of several Predictions of one request (same options), in order."""
+
+    def cat(arrays: list[FloatArray | None]) -> FloatArray | None:
+        return None if arrays[0] is None else np.concatenate(arrays)  # type: ignore[arg-type]
+
+    first = parts[0]
+    params = None
+    if first.params is not None:
+        params = {k: np.concatenate([p.params[k] for p in parts if p.params]) for k in first.params}
+    return Prediction(
+        n=sum(p.n for p in parts),
+        mean=np.concatenate([p.mean for p in parts]),
+        point=np.concatenate([p.point for p in parts]),
+        std=np.concatenate([p.std for p in parts]),
+        quick_skip_threshold_s=first.quick_skip_threshold_s,
+        quick_skip_prob=np.concatenate([p.quick_skip_prob for p in parts]),
+        quantiles=cat([p.quantiles for p in parts]),
+        interval_mass=cat([p.interval_mass for p in parts]),
+        params=params,
+    )
+
+
+def observe_prediction(model: str, results: Sequence[Prediction], postprocess_s: float) -> None:
+    """Post-processing time of a batch and the drift histograms of the numbers it served."""
+    metrics.POSTPROCESS_DURATION.labels(model).observe(postprocess_s)
+    means = results[0].mean if len(results) == 1 else np.concatenate([r.mean for r in results])
+    skips = (
+        results[0].quick_skip_prob
+        if len(results) == 1
+        else np.concatenate([r.quick_skip_prob for r in results])
+    )
+    metrics.observe_many(metrics.PREDICTED_WATCH_TIME.labels(model), means)
+    metrics.observe_many(metrics.PREDICTED_QUICK_SKIP.labels(model), skips)
+
+
 def encode(model: LoadedModel, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Model input tensors; FeatureError names a missing or malformed column (and row)."""
     tensors = encode_features(model.manifest, columns)
@@ -168,13 +206,20 @@ def run_model(model: LoadedModel, tensors: Mapping[str, np.ndarray]) -> dict[str
     }
 
 
-def _first_bad_row(params: Mapping[str, FloatArray]) -> int | None:
+def _bad_rows(params: Mapping[str, FloatArray]) -> npt.NDArray[np.bool_]:
+    """Rows where some parameter is not finite."""
+    bad: npt.NDArray[np.bool_] | None = None
     for value in params.values():
         finite = np.isfinite(value)
-        bad = ~finite.all(axis=tuple(range(1, finite.ndim))) if finite.ndim > 1 else ~finite
-        if bad.any():
-            return int(np.argmax(bad))
-    return None
+        row_ok = finite.all(axis=tuple(range(1, finite.ndim))) if finite.ndim > 1 else finite
+        rows_bad = np.logical_not(row_ok)
+        bad = rows_bad if bad is None else np.logical_or(bad, rows_bad)
+    return np.zeros(0, dtype=np.bool_) if bad is None else bad
+
+
+def _first_bad_row(params: Mapping[str, FloatArray]) -> int | None:
+    bad = _bad_rows(params)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def postprocess(
@@ -218,6 +263,154 @@ def postprocess(
         quantiles=quantiles,
         interval_mass=masses,
         params=dist.params() if options.return_params else None,
+    )
+
+
+def _padded_levels(options: Sequence[PredictOptions], counts: Sequence[int]) -> FloatArray | None:
+    """Per-row quantile levels ``(rows, m)`` for requests asking different ones.
+
+    A request's row carries its own levels, padded to the widest request by repeating its
+    last level (or 0.5 where it asks none); each request later keeps only its own columns.
+    A (row, level) root depends on nothing but that row and level, so padding changes no
+    answer.
+    """
+    width = max((o.quantiles.size for o in options if o.quantiles is not None), default=0)
+    if width == 0:
+        return None
+    blocks = []
+    for opts, count in zip(options, counts, strict=True):
+        q = opts.quantiles if opts.quantiles is not None and opts.quantiles.size else None
+        row = (
+            np.full(width, 0.5)
+            if q is None
+            else np.concatenate([q, np.repeat(q[-1], width - q.size)])
+        )
+        blocks.append(np.broadcast_to(row, (count, width)))
+    return np.concatenate(blocks)
+
+
+def _padded_edges(options: Sequence[PredictOptions], counts: Sequence[int]) -> FloatArray | None:
+    """Per-row interval edges ``(rows, m, 2)``, padded like :func:`_padded_levels`."""
+    width = max((o.intervals.shape[0] for o in options if o.intervals is not None), default=0)
+    if width == 0:
+        return None
+    blocks = []
+    for opts, count in zip(options, counts, strict=True):
+        e = opts.intervals if opts.intervals is not None and opts.intervals.size else None
+        if e is None:
+            e = np.array([[0.0, np.inf]])
+        rows = np.concatenate([e, np.repeat(e[-1:], width - e.shape[0], axis=0)])
+        blocks.append(np.broadcast_to(rows, (count, width, 2)))
+    return np.concatenate(blocks)
+
+
+def postprocess_batch(
+    model: LoadedModel,
+    params: dict[str, FloatArray],
+    requests: Sequence[tuple[int, PredictOptions]],
+) -> list[Prediction | InvalidInput]:
+    """The Predictions of consecutive row blocks of one run, with one call per statistic.
+
+    ``requests`` holds each block's row count and options, in row order. Blocks asking the
+    same options share the cheapest form (levels and edges shared by every row); a mix of
+    options is answered with per-row levels, edges and thresholds, so the batch still costs
+    one numpy pass per statistic rather than one per request. Every statistic is row by row,
+    so a block's numbers do not depend on its batch-mates. A block whose rows hold no finite
+    distribution gets an InvalidInput naming its own row, and the others are answered.
+    """
+    counts = [count for count, _ in requests]
+    starts = np.cumsum([0, *counts])
+    bad = _bad_rows(params)
+    failed: dict[int, InvalidInput] = {}
+    if bad.any():
+        for i, (lo, hi) in enumerate(itertools.pairwise(starts)):
+            where = np.flatnonzero(bad[lo:hi])
+            if where.size:
+                failed[i] = InvalidInput(
+                    "features", "the model gives no finite distribution here", int(where[0])
+                )
+        if failed:
+            keep = [i for i in range(len(requests)) if i not in failed]
+            rows = np.concatenate(
+                [np.arange(starts[i], starts[i + 1]) for i in keep] or [np.empty(0, np.intp)]
+            )
+            params = {k: v[rows] for k, v in params.items()}
+            requests = [requests[i] for i in keep]
+            counts = [counts[i] for i in keep]
+    answers: list[Prediction] = []
+    if requests:
+        options = [opts for _, opts in requests]
+        first = options[0]
+        if all(o.key() == first.key() for o in options[1:]):
+            whole = postprocess(model, params, first)
+        else:
+            whole = _postprocess_mixed(model, params, options, counts)
+        start = 0
+        for count, opts in requests:
+            part = slice_prediction(whole, start, start + count)
+            answers.append(_own_columns(part, opts, model.manifest.quick_skip_threshold_s))
+            start += count
+    out: list[Prediction | InvalidInput] = []
+    it = iter(answers)
+    for i in range(len(counts) + len(failed)):
+        out.append(failed[i] if i in failed else next(it))
+    return out
+
+
+def _own_columns(
+    result: Prediction, options: PredictOptions, default_threshold: float
+) -> Prediction:
+    """A block's Prediction cut to the levels, intervals and params its request asked for."""
+    q = result.quantiles
+    if q is not None:
+        q = None if options.quantiles is None else q[:, : options.quantiles.size]
+    masses = result.interval_mass
+    if masses is not None:
+        masses = None if options.intervals is None else masses[:, : options.intervals.shape[0]]
+    return Prediction(
+        n=result.n,
+        mean=result.mean,
+        point=result.point,
+        std=result.std,
+        quick_skip_threshold_s=float(
+            default_threshold
+            if options.quick_skip_threshold_s is None
+            else options.quick_skip_threshold_s
+        ),
+        quick_skip_prob=result.quick_skip_prob,
+        quantiles=q,
+        interval_mass=masses,
+        params=result.params if options.return_params else None,
+    )
+
+
+def _postprocess_mixed(
+    model: LoadedModel,
+    params: dict[str, FloatArray],
+    options: Sequence[PredictOptions],
+    counts: Sequence[int],
+) -> Prediction:
+    try:
+        dist = model.family.from_params(params)
+    except ParameterError as exc:
+        raise InvalidInput("features", f"the model output is not a distribution: {exc}") from None
+    default = model.manifest.quick_skip_threshold_s
+    per_request = [
+        default if o.quick_skip_threshold_s is None else o.quick_skip_threshold_s for o in options
+    ]
+    thresholds = np.repeat(np.asarray(per_request, dtype=np.float64), counts)
+    levels = _padded_levels(options, counts)
+    edges = _padded_edges(options, counts)
+    return Prediction(
+        n=dist.n,
+        mean=dist.mean(),
+        point=dist.point(),
+        std=dist.stddev(),
+        quick_skip_threshold_s=float(per_request[0]),
+        quick_skip_prob=dist.quick_skip_prob(thresholds),
+        quantiles=None if levels is None else dist.icdf(levels),
+        interval_mass=None if edges is None else dist.interval_mass(edges),
+        params=dist.params() if any(o.return_params for o in options) else None,
     )
 
 
