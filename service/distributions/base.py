@@ -133,7 +133,10 @@ class Distribution(ABC):
     def _take(self, rows: IntArray) -> Self:
         """The same family restricted to ``rows`` (repeats allowed), without re-validation."""
         new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
+        # Per-row results cached under ``_cached_*`` belong to the old rows: not copied.
+        new.__dict__.update(
+            (k, v) for k, v in self.__dict__.items() if not k.startswith("_cached_")
+        )
         for name in self.per_row:
             setattr(new, name, getattr(self, name)[rows])
         new.n = int(rows.shape[0])
@@ -199,6 +202,33 @@ class Distribution(ABC):
 
     ppf = icdf
 
+    def interval_mass_and_cdf(
+        self, edges: npt.ArrayLike, t: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """``interval_mass(edges)`` for shared ``(m, 2)`` edges and ``cdf(t)``, in one pass.
+
+        Ranking asks for both at once (the quick-skip threshold is usually an edge too), and
+        each costs a pass over every component; the values are those of the two methods.
+        """
+        e = np.asarray(edges, dtype=np.float64)
+        if e.ndim != 2 or e.shape[1] != 2:
+            raise ValueError(f"edges must be (m, 2); got {e.shape}")
+        self._check_edges(e, e[None, :, 0], e[None, :, 1])
+        points, inverse = np.unique(np.append(e.ravel(), t), return_inverse=True)
+        at = self._cdf_grid(points[None, :])
+        pairs = at[:, inverse[:-1].reshape(e.shape)]
+        masses = np.clip(
+            pairs[:, :, 1] - np.where(e[None, :, 0] <= 0, 0.0, pairs[:, :, 0]), 0.0, 1.0
+        )
+        return masses, np.ascontiguousarray(at[:, inverse[-1]])
+
+    @staticmethod
+    def _check_edges(e: FloatArray, lo: FloatArray, hi: FloatArray) -> None:
+        if np.isnan(e).any() or np.isinf(lo).any():
+            raise ValueError("interval edges must be numbers; only hi may be infinite")
+        if (lo > hi).any():
+            raise ValueError("interval with lo > hi")
+
     def interval_mass(self, edges: npt.ArrayLike) -> FloatArray:
         """P(lo <= T <= hi) per interval; see the module docstring for the atom at 0."""
         e = np.asarray(edges, dtype=np.float64)
@@ -210,10 +240,7 @@ class Distribution(ABC):
             lo, hi = e[:, :, 0], e[:, :, 1]
         else:
             raise ValueError(f"edges must be (m, 2) or ({self.n}, m, 2); got {e.shape}")
-        if np.isnan(e).any() or np.isinf(lo).any():
-            raise ValueError("interval edges must be numbers; only hi may be infinite")
-        if (lo > hi).any():
-            raise ValueError("interval with lo > hi")
+        self._check_edges(e, lo, hi)
         if shared:
             # Shared edges: one CDF evaluation per distinct edge, not two per interval.
             points, inverse = np.unique(e, return_inverse=True)

@@ -38,7 +38,6 @@ from service.distributions.special import (
     SQRT2,
     erfcx_nonneg,
     erfcx_nonneg_f32,
-    norm_tail,
     trunc_mean_shift,
     trunc_var_factor,
 )
@@ -114,9 +113,12 @@ class EGM(Distribution):
         self.upper = upper
         self.inv_sigma = 1.0 / sigma_
         # Tails are scaled by exp(s/2) with s = a**2 where a >= 0, else s = 0.
-        scaled_norm = np.where(
-            upper, 0.5 * erfcx_nonneg(np.abs(self.a) / SQRT2), 1.0 - norm_tail(self.a)
-        )
+        # One erfcx serves both branches: norm_tail(a) is 0.5 erfcx(|a|/sqrt2) exp(-a**2/2).
+        y = np.abs(self.a)
+        half_e = 0.5 * erfcx_nonneg(y / SQRT2)
+        with np.errstate(under="ignore", over="ignore"):
+            tail = half_e * np.exp(-0.5 * y * y)
+        scaled_norm = np.where(upper, half_e, 1.0 - tail)
         self.inv_scaled_norm = 1.0 / scaled_norm
         # log of sigma * sqrt(2 pi) * (1 - Phi(a)) * exp(s/2): the Gaussian density's divisor.
         self.log_norm = np.log(sigma_) + LOG_SQRT_2PI + np.log(scaled_norm)
@@ -136,10 +138,14 @@ class EGM(Distribution):
     # ----- moments ----------------------------------------------------------------------
 
     def _component_moments(self) -> tuple[FloatArray, FloatArray]:
-        shift = trunc_mean_shift(self.a)
-        mean_k = self.sigma * shift
-        var_k = self.sigma**2 * trunc_var_factor(self.a, shift)
-        return mean_k, var_k
+        # Cached: the mean and the spread both need them, and they cost two erfcx passes.
+        cached: tuple[FloatArray, FloatArray] | None = self.__dict__.get("_cached_moments")
+        if cached is None:
+            shift = trunc_mean_shift(self.a)
+            mean_k = self.sigma * shift
+            var_k = self.sigma**2 * trunc_var_factor(self.a, shift)
+            cached = self._cached_moments = (mean_k, var_k)
+        return cached
 
     def mean(self) -> FloatArray:
         mean_k, _ = self._component_moments()

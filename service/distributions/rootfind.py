@@ -39,7 +39,7 @@ IntArray = npt.NDArray[np.intp]
 
 XTOL_ABS = 1e-9
 XTOL_REL = 1e-9
-NEWTON_STOP = 1e-6
+NEWTON_STOP = 1e-5
 X_FLOOR = 1e-12
 MAX_ITER = 100
 MAX_DOUBLINGS = 200
@@ -51,8 +51,12 @@ GRID_POWER = 2.0
 CUBIC_STEPS = 6
 # Float32 Newton steps before the float64 search, for calls with enough pairs that
 # throughput, not the number of numpy calls, sets the cost.
-FLOAT32_STEPS = 3
+FLOAT32_STEPS = 4
 FLOAT32_MIN_PAIRS = 0
+# Below this, the sign of a float32 CDF minus a level says nothing.
+FLOAT32_NOISE = 2e-6
+# A level this close to a float32 grid value may lie in the neighbouring cell.
+GRID32_MARGIN = 1e-4
 
 
 class _Evaluator:
@@ -135,16 +139,22 @@ def _float32_newton(
     usual iterations.
     """
     size = n * m
+    # Float32's own bracket: a Newton step that would leave it bisects instead, so one bad
+    # step does not leave a pair where it was for every step after.
+    lo, hi = u_lo, u_hi
     for _ in range(FLOAT32_STEPS):
         x = np.exp(u)
         grid = np.ones(size, dtype=np.float32)
         grid[idx] = x
         f_cdf, f_pdf = dist._cdf_pdf32(grid.reshape(n, m))
         g = f_cdf.ravel()[idx] - qq
+        # Only a sign float32 can vouch for moves a bracket end.
+        lo = np.where(g < -FLOAT32_NOISE, u, lo)
+        hi = np.where(g > FLOAT32_NOISE, u, hi)
         slope = f_pdf.ravel()[idx] * x
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             step = u - g / slope
-        u = np.where((step > u_lo) & (step < u_hi), step, u)
+        u = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
     return u
 
 
@@ -174,22 +184,37 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
         f_top[short] = dist._take(np.flatnonzero(short))._cdf_pdf(top[short, None])[0][:, 0]
     grid = top[:, None] * GRID_SPAN ** -(np.linspace(1.0, 0.0, GRID_POINTS) ** GRID_POWER)
     grid = np.maximum(grid, X_FLOOR)
-    f_grid, p_grid = dist._cdf_pdf(grid)
-    f_grid = np.broadcast_to(f_grid, grid.shape).copy()
-    p_grid = np.broadcast_to(p_grid, grid.shape)
-    f_grid[:, -1] = np.maximum(f_grid[:, -1], f_top)
+    if dist.has_float32_kernel:
+        # The grid only places each level in a cell and gives the cubic start, so float32
+        # serves; a level within GRID32_MARGIN of a cell end, where float32 might misplace
+        # it, gets the neighbouring cell too. Brackets then move on float64 values only.
+        f32, p32 = dist._cdf_pdf32(grid.astype(np.float32))
+        f_grid = np.broadcast_to(f32, grid.shape).astype(np.float64)
+        p_grid = np.broadcast_to(p32, grid.shape).astype(np.float64)
+        margin = GRID32_MARGIN
+    else:
+        f64, p64 = dist._cdf_pdf(grid)
+        f_grid = np.broadcast_to(f64, grid.shape).copy()
+        p_grid = np.broadcast_to(p64, grid.shape)
+        margin = 0.0
+    f_grid[:, -1] = f_top  # the top is exact: every level lies at or below it
     rows = evaluate.rows_of[idx]
     cell = (f_grid[rows] < qq[:, None]).sum(axis=1)
     cell = np.minimum(cell, GRID_POINTS - 1)
-    hi = grid[rows, cell]
-    f_hi = f_grid[rows, cell]
-    first = cell == 0
-    below_cell = np.maximum(cell - 1, 0)
+    upper = cell
+    lower = cell - 1
+    if margin:
+        upper = np.minimum(cell + (f_grid[rows, cell] - qq < margin), GRID_POINTS - 1)
+        lower = lower - ((lower >= 0) & (qq - f_grid[rows, np.maximum(lower, 0)] < margin))
+    hi = grid[rows, upper]
+    f_hi = f_grid[rows, upper]
+    first = lower < 0
+    below_cell = np.maximum(lower, 0)
     lo = np.where(first, X_FLOOR, grid[rows, below_cell])
     f_lo = np.where(first, np.nan, f_grid[rows, below_cell])
     # CDF slopes in log time at both ends (t * density), for the cubic start below.
     d_lo = np.where(first, np.nan, p_grid[rows, below_cell] * lo)
-    d_hi = p_grid[rows, cell] * hi
+    d_hi = p_grid[rows, upper] * hi
     if first.any():
         # Below the grid: check the floor, where the CDF is linear from the atom.
         f_floor, _ = evaluate(np.full(int(first.sum()), X_FLOOR), idx[first])

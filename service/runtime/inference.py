@@ -247,19 +247,22 @@ def postprocess(
             else np.empty((0, options.quantiles.size), dtype=np.float64)
         )
     masses = None
+    quick_skip: FloatArray | None = None
     if options.intervals is not None:
-        masses = (
-            dist.interval_mass(options.intervals)
-            if n
-            else np.empty((0, options.intervals.shape[0]), dtype=np.float64)
-        )
+        if n:
+            # One CDF evaluation for the threshold and every distinct edge together.
+            masses, quick_skip = dist.interval_mass_and_cdf(options.intervals, float(threshold))
+        else:
+            masses = np.empty((0, options.intervals.shape[0]), dtype=np.float64)
+    if quick_skip is None:
+        quick_skip = dist.quick_skip_prob(threshold)
     return Prediction(
         n=n,
         mean=dist.mean(),
         point=dist.point(),
         std=dist.stddev(),
         quick_skip_threshold_s=float(threshold),
-        quick_skip_prob=dist.quick_skip_prob(threshold),
+        quick_skip_prob=quick_skip,
         quantiles=quantiles,
         interval_mass=masses,
         params=dist.params() if options.return_params else None,
