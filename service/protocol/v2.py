@@ -101,8 +101,10 @@ def loads(header: bytes) -> Any:
 
 def _shape(name: str, tensor: Mapping[str, Any]) -> tuple[list[int], int]:
     shape = tensor.get("shape")
+    if isinstance(shape, list) and len(shape) > 2:  # before any per-dimension work
+        raise bad(f"input {name!r}: shape must be [n] or [n, 1], got {len(shape)} dimensions")
     ok = isinstance(shape, list) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**63 for d in shape
     )
     if not ok or not shape:
         raise bad(f"input {name!r}: shape must be a non-empty list of non-negative integers")
@@ -254,9 +256,10 @@ def _options(parameters: Mapping[str, Any]) -> PredictOptions:
 def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows: int) -> V2Request:
     """Columns, options and requested outputs of a v2 infer request, or a 4xx ApiError."""
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        digits = header_length.strip()
+        if not (digits.isascii() and digits.isdigit()) or int(digits) > len(body):
             raise bad(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
-        split = int(header_length)
+        split = int(digits)
         header, binary = body[:split], memoryview(body)[split:]
     else:
         header, binary = body, memoryview(b"")
@@ -318,6 +321,11 @@ def decode(model: LoadedModel, body: bytes, header_length: str | None, max_rows:
     options = _options(parameters)
     outputs = _requested_outputs(model, doc.get("outputs"), parameters, options)
     request_id = doc.get("id")
+    if isinstance(request_id, str) and not request_id.isascii():
+        try:  # a lone surrogate (JSON "\ud800") cannot be encoded back
+            request_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad("id must be valid Unicode text") from None
     return V2Request(
         columns={s: tensors[s] for s in model.sources},
         n=n,
