@@ -66,7 +66,11 @@ def _chain_shutdown_signals(state: ServiceState) -> None:
 def _load(settings: Settings) -> ModelRepository:
     config = SessionConfig(settings.intra_op_threads, settings.inter_op_threads)
     return load_repository(
-        settings.model_repository, config, settings.default_model, settings.warmup_rows
+        settings.model_repository,
+        config,
+        settings.default_model,
+        settings.warmup_rows,
+        strict=settings.strict_models,
     )
 
 
@@ -95,6 +99,7 @@ def create_app(
             _chain_shutdown_signals(state)
         loaded = repository if repository is not None else await run_in_threadpool(_load, settings)
         metrics.register_models((m.name, m.version, m.manifest.family) for m in loaded)
+        metrics.register_load_status(loaded.load_status())
         state.set_repository(loaded)
         log.info("ready: %d model(s), default %s", len(loaded), loaded.default_name)
         try:

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="deadline of a request that sends none (0 or unset: no deadline)",
     )
+    strict_models: bool = Field(
+        default=True,
+        description="stop start-up when any model directory fails to load (else serve the rest)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 

@@ -147,6 +147,13 @@ MODEL_INFO = Gauge(
     multiprocess_mode="max",
     registry=REGISTRY,
 )
+MODEL_LOAD_FAILURES = Gauge(
+    "watchtime_model_load_failures",
+    "1 for each model version found at start-up that failed to load, 0 for each loaded one.",
+    ("model", "version"),
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
 PREDICTED_WATCH_TIME = Histogram(
     "watchtime_predicted_watch_time_seconds",
     "Served expected watch time per row (drift of the model's output).",
@@ -197,6 +204,12 @@ def register_models(models: Iterable[tuple[str, str, str]]) -> None:
             for metric in _PER_MODEL:
                 metric.labels(name)
     INFLIGHT.inc(0)
+
+
+def register_load_status(status: Iterable[tuple[str, str, bool]]) -> None:
+    """``watchtime_model_load_failures`` of each ``(name, version, failed)`` found at start-up."""
+    for name, version, failed in status:
+        MODEL_LOAD_FAILURES.labels(name, version).set(1 if failed else 0)
 
 
 def observe_many(histogram: Histogram, values: npt.NDArray[np.float64]) -> None:

@@ -449,6 +449,12 @@ async def healthz() -> Response:
     "/readyz", response_model=ReadyBody, responses={503: {"model": ReadyBody}}, tags=["health"]
 )
 async def readyz(request: Request) -> Response:
-    """Readiness: every model loaded and warmed up, and no shutdown under way."""
+    """Readiness: every model loaded and warmed up, and no shutdown under way.
+
+    With ``WATCHTIME_STRICT_MODELS=false``, ``failed_models`` lists the refused versions.
+    """
     state = service_state(request)
-    return json_response({"ready": state.ready}, 200 if state.ready else 503)
+    refused = state.repository.failures if state.repository is not None else []
+    failed = [{"model": f.name, "version": f.version} for f in refused]
+    body = {"ready": state.ready, "failed_models": failed} if failed else {"ready": state.ready}
+    return json_response(body, 200 if state.ready else 503)
