@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from service import server
 from service.config import ConfigError, Settings, parse_cli, settings_env
 from service.runtime.repository import discover
 
@@ -80,16 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory, owned = metrics_directory()
     os.environ[MULTIPROC_ENV] = directory
     try:
-        serve(settings)
+        status = serve(settings)
     finally:
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
-    return 0
+    if status:
+        print(f"watchtime: start-up failed (exit status {status})", file=sys.stderr)
+    return status
 
 
-def serve(settings: Settings) -> None:
-    """Run uvicorn until it exits (after a signal and the drain)."""
-    uvicorn.run(
+def serve(settings: Settings) -> int:
+    """Run uvicorn until it exits (after a signal and the drain); non-zero: start-up failed."""
+    config = uvicorn.Config(
         "service.app:create_app",
         factory=True,
         host=settings.host,
@@ -103,6 +106,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    return server.run(config)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,7 @@ class ServiceProcess:
         self.port = free_port()
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="hostile-metrics-"))
         self._log = tempfile.NamedTemporaryFile(prefix="hostile-log-", delete=False)  # noqa: SIM115
+        self._final: str | None = None
         command = [sys.executable, "-m", "service", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--model-repository", str(models)]
         command += ["--workers", str(workers), *args]
@@ -72,6 +74,8 @@ class ServiceProcess:
         )
 
     def output(self) -> str:
+        if self._final is not None:
+            return self._final
         return Path(self._log.name).read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -102,7 +106,11 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        self._log.close()
+        if self._final is None:
+            self._final = self.output()
+            self._log.close()
+            os.unlink(self._log.name)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return self.proc.returncode
 
     def workers(self) -> list[int]:
