@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from service import server
@@ -77,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    fd_error = server.fd_budget_error(settings.max_connections)
+    if fd_error is not None:
+        print(f"watchtime: configuration error: {fd_error}", file=sys.stderr)
+        return 2
     os.environ.update(settings_env(settings))
     directory, owned = metrics_directory()
     os.environ[MULTIPROC_ENV] = directory
@@ -92,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run uvicorn until it exits (after a signal and the drain); non-zero: start-up failed."""
-    config = uvicorn.Config(
+    config = server.GuardedConfig(
         "service.app:create_app",
+        limits=server.ConnectionLimits.from_settings(settings),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -101,7 +105,8 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         log_config=log_config(settings),
         loop="uvloop",
-        http="httptools",
+        http=server.GuardedHttpToolsProtocol,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=30,

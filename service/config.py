@@ -70,6 +70,36 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="deadline of a request that sends none (0 or unset: no deadline)",
     )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="open connections per worker; past it the oldest idle one is closed",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="request line and headers (431, or 414 for the URL alone)",
+    )
+    timeout_request_header_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="time to send a request's line and headers (from the connection or its "
+        "first byte); then 408, or a silent close when nothing came",
+    )
+    timeout_request_body_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="time to send a request's body once its headers are in; then 408",
+    )
+    timeout_keep_alive_s: int = Field(
+        default=5, ge=1, le=3600, description="idle time of a kept-alive connection"
+    )
     strict_models: bool = Field(
         default=True,
         description="stop start-up when any model directory fails to load (else serve the rest)",

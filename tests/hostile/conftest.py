@@ -8,7 +8,7 @@ import pytest
 from hostile_support import ServiceProcess, scaled
 
 #: Limits of the shared server, small so that each attack resolves within seconds.
-MAX_CONNECTIONS = scaled(48, 1000)
+MAX_CONNECTIONS = scaled(48, 1024)
 HEADER_TIMEOUT_S = 1.5
 BODY_TIMEOUT_S = 2.0
 KEEP_ALIVE_S = 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -39,6 +40,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _limit_files(nofile: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
+
 class ServiceProcess:
     """``python -m service`` on a free loopback port; output goes to a file (never a pipe that
     could fill up and stall the server while a test is busy attacking it)."""
@@ -49,6 +54,7 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         models: Path = MODELS,
         workers: int = 1,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
         self.port = free_port()
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="hostile-metrics-"))
@@ -71,6 +77,7 @@ class ServiceProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=None if nofile is None else lambda: _limit_files(nofile),
         )
 
     def output(self) -> str:
@@ -140,6 +147,34 @@ def socket_fds(pid: int) -> int:
         except OSError:
             continue
     return count
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def open_files_soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-files limit for {pid}")
+
+
+def metric_value(port: int, name: str, **labels: str) -> float:
+    """One sample of the service's ``/metrics`` page (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = get(port, "/metrics")
+    assert status == 200
+    total = 0.0
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
 
 
 def request(
