@@ -156,7 +156,7 @@ def _examples_from_default_model(app: FastAPI, state: ServiceState) -> None:
         if repository is None or getattr(app.state, "examples_filled", False):
             return schema
         model = repository.default()
-        columns = example_columns(model, 2)
+        columns = example_columns(model, 2, public=True)
         features = {name: col.tolist() for name, col in columns.items()}
         native = request_examples(features)
         for path in PREDICT_PATHS:

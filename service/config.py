@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     timeout_keep_alive_s: int = Field(
         default=5, ge=1, le=3600, description="idle time of a kept-alive connection"
     )
+    publish_vocabularies: bool = Field(
+        default=False,
+        description="GET /v1/models/{m} shows vocabularies (training ids); else size and hash",
+    )
     strict_models: bool = Field(
         default=True,
         description="stop start-up when any model directory fails to load (else serve the rest)",

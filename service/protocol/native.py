@@ -42,6 +42,7 @@ from service.protocol.errors import (
     from_invalid_input,
     invalid,
 )
+from service.protocol.manifest_view import published_manifest
 from service.protocol.schemas import (
     ErrorBody,
     HealthBody,
@@ -416,18 +417,19 @@ async def list_models(request: Request) -> Response:
     return json_response({"default": repository.default_name, "models": models})
 
 
-def _model_detail(model: LoadedModel, repository: ModelRepository) -> Response:
+def _model_detail(model: LoadedModel, repository: ModelRepository, request: Request) -> Response:
     summary = model_summary(model, model is repository.default())
     summary["versions"] = repository.versions(model.name)
-    summary["manifest"] = model.manifest.model_dump(mode="json")
+    full = request.app.state.settings.publish_vocabularies
+    summary["manifest"] = published_manifest(model.manifest, full)
     return json_response(summary)
 
 
 @router.get("/v1/models/{name}", response_model=None, responses=ERRORS, tags=["models"])
 async def get_model(request: Request, name: str) -> Response:
-    """A model's summary, its versions and its full manifest (feature schema included)."""
+    """A model's summary, its versions and its manifest (vocabularies as size and hash)."""
     model = resolve(request, name)
-    return _model_detail(model, serving_repository(request))
+    return _model_detail(model, serving_repository(request), request)
 
 
 @router.get(
@@ -436,7 +438,7 @@ async def get_model(request: Request, name: str) -> Response:
 async def get_model_version(request: Request, name: str, version: Version) -> Response:
     """One model version's summary and manifest."""
     model = resolve(request, name, version)
-    return _model_detail(model, serving_repository(request))
+    return _model_detail(model, serving_repository(request), request)
 
 
 @router.get("/healthz", response_model=HealthBody, tags=["health"])

@@ -321,11 +321,17 @@ def load_repository(
     return ModelRepository(models, default, failures)
 
 
-def example_columns(model: LoadedModel, n: int) -> dict[str, np.ndarray]:
+PUBLIC_VOCABULARY_LIMIT = 1000
+"""Above this many entries a vocabulary holds ids (users, videos, authors): never shown."""
+
+
+def example_columns(model: LoadedModel, n: int, public: bool = False) -> dict[str, np.ndarray]:
     """Plausible raw columns for ``n`` rows (known vocabulary values, mean-ish numbers).
 
     Used for the warm-up runs and for the OpenAPI examples: a request built from the
     manifest alone, so it exercises every lookup and transform the real traffic will.
+    ``public`` (the OpenAPI examples) shows no value of an id vocabulary (one over
+    PUBLIC_VOCABULARY_LIMIT entries): those columns hold -1, an unknown id.
     """
     columns: dict[str, np.ndarray] = {}
     for spec in model.manifest.features:
@@ -333,6 +339,8 @@ def example_columns(model: LoadedModel, n: int) -> dict[str, np.ndarray]:
             continue
         if isinstance(spec, CategoricalFeature):
             vocab = np.asarray(spec.vocabulary)
+            if public and vocab.size > PUBLIC_VOCABULARY_LIMIT and spec.transform == "identity":
+                vocab = np.array([-1] if spec.dtype == "int64" else ["unknown"])
             if spec.transform == "hour_of_day" and vocab.size:
                 vocab = vocab * 100 + 30
             elif spec.transform == "weekday":
