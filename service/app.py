@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import metrics
+from service.auth import install_auth
 from service.config import Settings, load_settings
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
@@ -123,6 +124,7 @@ def create_app(
     app.state.service = state
     app.state.batchers = batchers
     install_error_handlers(app)
+    install_auth(app, settings)
     app.include_router(native_router)
     app.include_router(v2_router)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])

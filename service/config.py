@@ -8,11 +8,12 @@ instead of surfacing as a confusing failure under load.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "WATCHTIME_"
@@ -104,18 +105,50 @@ class Settings(BaseSettings):
         default=False,
         description="GET /v1/models/{m} shows vocabularies (training ids); else size and hash",
     )
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="comma-separated bearer tokens the API requires (empty: no authentication)",
+    )
+    metrics_auth: bool = Field(
+        default=False, description="require a bearer token on /metrics too (with api_keys)"
+    )
     strict_models: bool = Field(
         default=True,
         description="stop start-up when any model directory fails to load (else serve the rest)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr) -> SecretStr:
+        for key in _split_keys(value.get_secret_value()):
+            if not TOKEN.fullmatch(key):
+                # the key itself stays out of the message (and out of logs)
+                raise ValueError(
+                    "each key must be a bearer token: letters, digits and -._~+/ (then = "
+                    "padding), keys separated by commas"
+                )
+        return value
+
+    def api_key_list(self) -> list[str]:
+        """The configured bearer tokens (empty: no authentication)."""
+        return _split_keys(self.api_keys.get_secret_value())
+
+
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750's b64token: what a bearer token may hold."""
+
+
+def _split_keys(text: str) -> list[str]:
+    return [key.strip() for key in text.split(",") if key.strip()]
+
 
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+        shown = "..." if name == f"{ENV_PREFIX}API_KEYS" else repr(err.get("input"))
+        parts.append(f"{name}={shown}: {err['msg']}")
     return "; ".join(parts)
 
 
@@ -154,6 +187,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as ``WATCHTIME_*`` variables, so worker processes rebuild the same ones."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[ENV_PREFIX + name.upper()] = str(value)
     return env

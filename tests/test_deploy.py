@@ -193,7 +193,7 @@ def _documents() -> dict[str, dict[str, Any]]:
     return docs
 
 
-CORE_MANIFESTS = ["deployment.yaml", "service.yaml", "hpa.yaml"]
+CORE_MANIFESTS = ["deployment.yaml", "service.yaml", "hpa.yaml", "networkpolicy.yaml"]
 
 
 def test_core_manifests_pass_kubernetes_validate() -> None:
@@ -211,6 +211,29 @@ def test_kubernetes_validate_rejects_a_broken_deployment(tmp_path: Path) -> None
     bad.write_text(yaml.safe_dump(doc))
     result = _run(venv_tool("kubernetes-validate"), "--strict", str(bad))
     assert result.returncode != 0, result.stdout
+
+
+def test_kubernetes_validate_rejects_a_broken_network_policy(tmp_path: Path) -> None:
+    doc = yaml.safe_load((K8S / "networkpolicy.yaml").read_text())
+    doc["spec"]["ingress"][0]["ports"][0]["port"] = [8000]
+    doc["spec"]["ingress"][0]["fromm"] = []
+    bad = tmp_path / "networkpolicy.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    result = _run(venv_tool("kubernetes-validate"), "--strict", str(bad))
+    assert result.returncode != 0, result.stdout
+
+
+def test_network_policy_admits_only_the_service_port_and_denies_egress() -> None:
+    docs = _documents()
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels(docs).items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["egress"] == []
+    (rule,) = policy["ingress"]
+    assert rule["from"], "an empty 'from' would admit every source"
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
 
 
 def _pod_monitor(doc: dict[str, Any]) -> PodMonitor:
