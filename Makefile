@@ -3,8 +3,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# `make run HOST=... PORT=...` pass --host/--port; left empty, the WATCHTIME_HOST and
+# WATCHTIME_PORT variables (or their defaults, 127.0.0.1:8000) apply.
+HOST ?=
+PORT ?=
 
 .PHONY: run test test-kserve hostile lint typecheck models bench bench-distributions clean system-deps
 
@@ -32,7 +34,7 @@ system-deps:
 	fi
 
 run: $(VENV)/.serve
-	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+	$(BIN)/python -m service $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .
