@@ -5,7 +5,9 @@ outputs ``expected_watch_time_s``, ``point_s``, ``std_s``, ``quick_skip_prob`` (
 ``quantiles`` and ``interval_mass`` (``[n, m]``, when the request parameters ``quantiles``
 and ``intervals`` ask for them) and ``params.<name>`` with ``return_params``. Tensors cannot
 hold null, so NaN in a floating-point input marks a missing value; the JSON form therefore
-also accepts the ``NaN`` tokens that the Triton client writes.
+also accepts the ``NaN`` tokens that the Triton client writes. An integer input (declared
+INT64) may be sent as FP64 or FP32 instead, with NaN where a value is missing; the model
+metadata's parameter ``nullable_inputs`` names every input that accepts NaN so.
 
 Binary tensor extension: with ``Inference-Header-Content-Length: h`` the first ``h`` bytes
 are the JSON header and the rest holds the raw tensors, in input order, little-endian;
@@ -491,6 +493,7 @@ async def ready(request: Request) -> Response:
 
 def _metadata(model: LoadedModel, request: Request) -> Response:
     repository = serving_repository(request)
+    kinds = model.source_kinds
     inputs = []
     for source in model.sources:
         kind = model.source_kinds[source]
@@ -511,6 +514,9 @@ def _metadata(model: LoadedModel, request: Request) -> Response:
             "parameters": {
                 "family": model.manifest.family,
                 "quick_skip_threshold_s": model.manifest.quick_skip_threshold_s,
+                # inputs where NaN marks a missing value (INT64 ones sent as FP64 or FP32);
+                # one comma-separated string, as v2 parameters are scalars
+                "nullable_inputs": ",".join(s for s in model.sources if kinds[s] == "number"),
             },
         }
     )
