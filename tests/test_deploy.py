@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,24 @@ def test_network_policy_admits_only_the_service_port_and_denies_egress() -> None
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
+
+
+def test_readme_ingress_example_is_a_valid_tls_ingress(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("kind: Ingress", 1)[0].rsplit("```yaml", 1)[1]
+    block += "kind: Ingress" + text.split("kind: Ingress", 1)[1].split("```", 1)[0]
+    doc = yaml.safe_load(textwrap.dedent(block))
+    path = tmp_path / "ingress.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = _run(venv_tool("kubernetes-validate"), "--strict", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    service = _documents()["Service"]
+    assert doc["spec"]["tls"][0]["secretName"]
+    for rule_path in doc["spec"]["rules"][0]["http"]["paths"]:
+        backend = rule_path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+        assert rule_path["path"] in ("/v1", "/v2")  # not /metrics, /docs or the probes
 
 
 def _pod_monitor(doc: dict[str, Any]) -> PodMonitor:

@@ -2,8 +2,11 @@
 
 A model directory is served only when its manifest validates, its ``model.onnx`` has the
 sha256 the manifest names, its distribution family is known and the ONNX graph has exactly
-the inputs and outputs the manifest declares. Anything less is refused with one log line
-and the other models keep serving, because one bad export must not take the service down.
+the inputs and outputs the manifest declares. Anything less is refused with one log line.
+What follows is the caller's policy: with ``strict`` (the service's default,
+``WATCHTIME_STRICT_MODELS``) any refusal stops start-up, as Triton's ``--exit-on-error``
+does, so that a broken version is never served around in silence; without it the other
+models serve and the repository keeps the refusals (``failures``) for readiness and metrics.
 """
 
 from __future__ import annotations
