@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hostile_support import ServiceProcess, scaled
-
-#: Limits of the shared server, small so that each attack resolves within seconds.
-MAX_CONNECTIONS = scaled(48, 1024)
-HEADER_TIMEOUT_S = 1.5
-BODY_TIMEOUT_S = 2.0
-KEEP_ALIVE_S = 2
+from hostile_support import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    KEEP_ALIVE_S,
+    MAX_CONNECTIONS,
+    ServiceProcess,
+)
 
 
 @pytest.fixture(scope="module")

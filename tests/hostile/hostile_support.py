@@ -34,6 +34,14 @@ def scaled(default: int, full: int) -> int:
     return full if FULL else default
 
 
+#: Limits of the shared server (``conftest.py``), small so that each attack resolves within
+#: seconds; the cap leaves room for 1,000 slowloris connections at full scale.
+MAX_CONNECTIONS = scaled(48, 1024)
+HEADER_TIMEOUT_S = 1.5
+BODY_TIMEOUT_S = 2.0
+KEEP_ALIVE_S = 2
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,8 +15,11 @@ import socket
 import time
 
 import pytest
-from conftest import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEP_ALIVE_S, MAX_CONNECTIONS
 from hostile_support import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    KEEP_ALIVE_S,
+    MAX_CONNECTIONS,
     ServiceProcess,
     get,
     metric_value,
