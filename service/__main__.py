@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from service import server
 from service.config import ConfigError, Settings, parse_cli, settings_env
 from service.runtime.repository import discover
 
@@ -76,21 +76,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    fd_error = server.fd_budget_error(settings.max_connections)
+    if fd_error is not None:
+        print(f"watchtime: configuration error: {fd_error}", file=sys.stderr)
+        return 2
     os.environ.update(settings_env(settings))
     directory, owned = metrics_directory()
     os.environ[MULTIPROC_ENV] = directory
     try:
-        serve(settings)
+        status = serve(settings)
     finally:
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
-    return 0
+    if status:
+        print(f"watchtime: start-up failed (exit status {status})", file=sys.stderr)
+    return status
 
 
-def serve(settings: Settings) -> None:
-    """Run uvicorn until it exits (after a signal and the drain)."""
-    uvicorn.run(
+def serve(settings: Settings) -> int:
+    """Run uvicorn until it exits (after a signal and the drain); non-zero: start-up failed."""
+    config = server.GuardedConfig(
         "service.app:create_app",
+        limits=server.ConnectionLimits.from_settings(settings),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -98,11 +105,13 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         log_config=log_config(settings),
         loop="uvloop",
-        http="httptools",
+        http=server.GuardedHttpToolsProtocol,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    return server.run(config)
 
 
 if __name__ == "__main__":

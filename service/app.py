@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import metrics
+from service.auth import install_auth
 from service.config import Settings, load_settings
 from service.dataplane import DataPlane
 from service.protocol.common import SERVER_VERSION
@@ -68,7 +69,11 @@ def _chain_shutdown_signals(state: ServiceState) -> None:
 def _load(settings: Settings) -> ModelRepository:
     config = SessionConfig(settings.intra_op_threads, settings.inter_op_threads)
     return load_repository(
-        settings.model_repository, config, settings.default_model, settings.warmup_rows
+        settings.model_repository,
+        config,
+        settings.default_model,
+        settings.warmup_rows,
+        strict=settings.strict_models,
     )
 
 
@@ -98,6 +103,7 @@ def create_app(
             _chain_shutdown_signals(state)
         loaded = repository if repository is not None else await run_in_threadpool(_load, settings)
         metrics.register_models((m.name, m.version, m.manifest.family) for m in loaded)
+        metrics.register_load_status(loaded.load_status())
         state.set_repository(loaded)
         log.info("ready: %d model(s), default %s", len(loaded), loaded.default_name)
         try:
@@ -123,6 +129,7 @@ def create_app(
     app.state.data_plane = plane
     install_error_handlers(app)
     app.add_middleware(FastPath, plane=plane)
+    install_auth(app, settings)  # added last: outermost, so it guards the fast path too
     app.include_router(native_router)
     app.include_router(v2_router)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])
@@ -156,7 +163,7 @@ def _examples_from_default_model(app: FastAPI, state: ServiceState) -> None:
         if repository is None or getattr(app.state, "examples_filled", False):
             return schema
         model = repository.default()
-        columns = example_columns(model, 2)
+        columns = example_columns(model, 2, public=True)
         features = {name: col.tolist() for name, col in columns.items()}
         native = request_examples(features)
         for path in PREDICT_PATHS:

@@ -8,11 +8,12 @@ instead of surfacing as a confusing failure under load.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "WATCHTIME_"
@@ -70,14 +71,84 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="deadline of a request that sends none (0 or unset: no deadline)",
     )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="open connections per worker; past it the oldest idle one is closed",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="request line and headers (431, or 414 for the URL alone)",
+    )
+    timeout_request_header_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="time to send a request's line and headers (from the connection or its "
+        "first byte); then 408, or a silent close when nothing came",
+    )
+    timeout_request_body_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="time to send a request's body once its headers are in; then 408",
+    )
+    timeout_keep_alive_s: int = Field(
+        default=5, ge=1, le=3600, description="idle time of a kept-alive connection"
+    )
+    publish_vocabularies: bool = Field(
+        default=False,
+        description="GET /v1/models/{m} shows vocabularies (training ids); else size and hash",
+    )
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="comma-separated bearer tokens the API requires (empty: no authentication)",
+    )
+    metrics_auth: bool = Field(
+        default=False, description="require a bearer token on /metrics too (with api_keys)"
+    )
+    strict_models: bool = Field(
+        default=True,
+        description="stop start-up when any model directory fails to load (else serve the rest)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr) -> SecretStr:
+        for key in _split_keys(value.get_secret_value()):
+            if not TOKEN.fullmatch(key):
+                # the key itself stays out of the message (and out of logs)
+                raise ValueError(
+                    "each key must be a bearer token: letters, digits and -._~+/ (then = "
+                    "padding), keys separated by commas"
+                )
+        return value
+
+    def api_key_list(self) -> list[str]:
+        """The configured bearer tokens (empty: no authentication)."""
+        return _split_keys(self.api_keys.get_secret_value())
+
+
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750's b64token: what a bearer token may hold."""
+
+
+def _split_keys(text: str) -> list[str]:
+    return [key.strip() for key in text.split(",") if key.strip()]
 
 
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+        shown = "..." if name == f"{ENV_PREFIX}API_KEYS" else repr(err.get("input"))
+        parts.append(f"{name}={shown}: {err['msg']}")
     return "; ".join(parts)
 
 
@@ -116,6 +187,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as ``WATCHTIME_*`` variables, so worker processes rebuild the same ones."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[ENV_PREFIX + name.upper()] = str(value)
     return env

@@ -236,6 +236,16 @@ class Manifest(_Strict):
         return cls.model_validate_json(path.read_text(encoding="utf-8"))
 
 
+def vocabulary_sha256(vocabulary: list[int] | list[str]) -> str:
+    """Hex sha256 of a vocabulary as compact JSON (``[1,2,3]``, ``["a","b"]``, UTF-8).
+
+    The service publishes this instead of the vocabulary itself; the offline side computes
+    it from its own manifest to check that both hold the same values.
+    """
+    text = json.dumps(list(vocabulary), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed so a large model does not sit in memory twice."""
     digest = hashlib.sha256()

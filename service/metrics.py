@@ -69,6 +69,15 @@ ENDPOINT_STATUSES: dict[str, tuple[str, ...]] = {
 
 REJECTION_REASONS = ("queue_full", "deadline", "invalid", "too_large")
 
+CONNECTION_CLOSE_REASONS = (
+    "header_timeout",
+    "body_timeout",
+    "header_too_large",
+    "idle_evicted",
+    "over_capacity",
+)
+"""Why the server closed a connection itself (see ``service.server``)."""
+
 UNKNOWN_MODEL = "unknown"
 """The ``model`` label of a request naming no loaded model (bounds the label's values)."""
 
@@ -150,6 +159,26 @@ MODEL_INFO = Gauge(
     multiprocess_mode="max",
     registry=REGISTRY,
 )
+MODEL_LOAD_FAILURES = Gauge(
+    "watchtime_model_load_failures",
+    "1 for each model version found at start-up that failed to load, 0 for each loaded one.",
+    ("model", "version"),
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+OPEN_CONNECTIONS = Gauge(
+    "watchtime_open_connections",
+    "HTTP connections open, over all workers.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+CONNECTIONS_CLOSED = Counter(
+    "watchtime_connections_closed",
+    "Connections the server closed to protect itself (slow or silent clients, oversized "
+    "headers, the connection cap), by reason.",
+    ("reason",),
+    registry=REGISTRY,
+)
 PREDICTED_WATCH_TIME = Histogram(
     "watchtime_predicted_watch_time_seconds",
     "Served expected watch time per row (drift of the model's output).",
@@ -200,6 +229,15 @@ def register_models(models: Iterable[tuple[str, str, str]]) -> None:
             for metric in _PER_MODEL:
                 metric.labels(name)
     INFLIGHT.inc(0)
+    OPEN_CONNECTIONS.inc(0)
+    for reason in CONNECTION_CLOSE_REASONS:
+        CONNECTIONS_CLOSED.labels(reason)
+
+
+def register_load_status(status: Iterable[tuple[str, str, bool]]) -> None:
+    """``watchtime_model_load_failures`` of each ``(name, version, failed)`` found at start-up."""
+    for name, version, failed in status:
+        MODEL_LOAD_FAILURES.labels(name, version).set(1 if failed else 0)
 
 
 def observe_many(histogram: Histogram, values: npt.NDArray[np.float64]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from collections.abc import Iterator
@@ -212,12 +213,29 @@ def test_models_listing_and_manifest(client: AppClient) -> None:
     assert [e["version"] for e in egmn if e["default"] is True] == [SERVED_VERSION]
     detail = client.get("/v1/models/egmn").json()
     on_disk = json.loads((MODELS / "egmn" / SERVED_VERSION / "manifest.json").read_text())
+    # Vocabularies (training ids) are published as their size and hash only.
+    vocabularies = {
+        f["name"]: f.pop("vocabulary") for f in on_disk["features"] if "vocabulary" in f
+    }
+    published = {f["name"]: f for f in detail["manifest"]["features"]}
+    for name, vocabulary in vocabularies.items():
+        compact = json.dumps(vocabulary, separators=(",", ":"), ensure_ascii=False)
+        assert published[name].pop("vocabulary_size") == len(vocabulary)
+        digest = hashlib.sha256(compact.encode()).hexdigest()
+        assert published[name].pop("vocabulary_sha256") == digest
     assert detail["manifest"] == on_disk
     assert detail["versions"] == EGMN_VERSIONS
     assert detail["feature_columns"] == list(
         dict.fromkeys(f["source"] for f in on_disk["features"])
     )
-    assert client.get(f"/v1/models/egmn/versions/{SERVED_VERSION}").json() == detail
+    by_version = client.get(f"/v1/models/egmn/versions/{SERVED_VERSION}").json()
+    assert by_version == client.get("/v1/models/egmn").json()
+
+
+def test_manifest_with_vocabularies_when_configured(repository: ModelRepository) -> None:
+    on_disk = json.loads((MODELS / "egmn" / SERVED_VERSION / "manifest.json").read_text())
+    for client in app_client(repository, publish_vocabularies=True):
+        assert client.get("/v1/models/egmn").json()["manifest"] == on_disk
 
 
 def test_health(client: AppClient) -> None:

@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,7 @@ def _documents() -> dict[str, dict[str, Any]]:
     return docs
 
 
-CORE_MANIFESTS = ["deployment.yaml", "service.yaml", "hpa.yaml"]
+CORE_MANIFESTS = ["deployment.yaml", "service.yaml", "hpa.yaml", "networkpolicy.yaml"]
 
 
 def test_core_manifests_pass_kubernetes_validate() -> None:
@@ -211,6 +212,47 @@ def test_kubernetes_validate_rejects_a_broken_deployment(tmp_path: Path) -> None
     bad.write_text(yaml.safe_dump(doc))
     result = _run(venv_tool("kubernetes-validate"), "--strict", str(bad))
     assert result.returncode != 0, result.stdout
+
+
+def test_kubernetes_validate_rejects_a_broken_network_policy(tmp_path: Path) -> None:
+    doc = yaml.safe_load((K8S / "networkpolicy.yaml").read_text())
+    doc["spec"]["ingress"][0]["ports"][0]["port"] = [8000]
+    doc["spec"]["ingress"][0]["fromm"] = []
+    bad = tmp_path / "networkpolicy.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    result = _run(venv_tool("kubernetes-validate"), "--strict", str(bad))
+    assert result.returncode != 0, result.stdout
+
+
+def test_network_policy_admits_only_the_service_port_and_denies_egress() -> None:
+    docs = _documents()
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels(docs).items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["egress"] == []
+    (rule,) = policy["ingress"]
+    assert rule["from"], "an empty 'from' would admit every source"
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
+
+
+def test_readme_ingress_example_is_a_valid_tls_ingress(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("kind: Ingress", 1)[0].rsplit("```yaml", 1)[1]
+    block += "kind: Ingress" + text.split("kind: Ingress", 1)[1].split("```", 1)[0]
+    doc = yaml.safe_load(textwrap.dedent(block))
+    path = tmp_path / "ingress.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = _run(venv_tool("kubernetes-validate"), "--strict", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    service = _documents()["Service"]
+    assert doc["spec"]["tls"][0]["secretName"]
+    for rule_path in doc["spec"]["rules"][0]["http"]["paths"]:
+        backend = rule_path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+        assert rule_path["path"] in ("/v1", "/v2")  # not /metrics, /docs or the probes
 
 
 def _pod_monitor(doc: dict[str, Any]) -> PodMonitor:

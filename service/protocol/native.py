@@ -40,6 +40,7 @@ from service.protocol.errors import (
     invalid,
 )
 from service.protocol.http import HttpRequest, Reply
+from service.protocol.manifest_view import published_manifest
 from service.protocol.schemas import (
     ErrorBody,
     HealthBody,
@@ -436,18 +437,19 @@ async def list_models(request: Request) -> Response:
     return json_response({"default": repository.default_name, "models": models})
 
 
-def _model_detail(model: LoadedModel, repository: ModelRepository) -> Response:
+def _model_detail(model: LoadedModel, repository: ModelRepository, request: Request) -> Response:
     summary = model_summary(model, model is repository.default())
     summary["versions"] = repository.versions(model.name)
-    summary["manifest"] = model.manifest.model_dump(mode="json")
+    full = request.app.state.settings.publish_vocabularies
+    summary["manifest"] = published_manifest(model.manifest, full)
     return json_response(summary)
 
 
 @router.get("/v1/models/{name}", response_model=None, responses=ERRORS, tags=["models"])
 async def get_model(request: Request, name: str) -> Response:
-    """A model's summary, its versions and its full manifest (feature schema included)."""
+    """A model's summary, its versions and its manifest (vocabularies as size and hash)."""
     model = resolve(request, name)
-    return _model_detail(model, serving_repository(request))
+    return _model_detail(model, serving_repository(request), request)
 
 
 @router.get(
@@ -456,7 +458,7 @@ async def get_model(request: Request, name: str) -> Response:
 async def get_model_version(request: Request, name: str, version: Version) -> Response:
     """One model version's summary and manifest."""
     model = resolve(request, name, version)
-    return _model_detail(model, serving_repository(request))
+    return _model_detail(model, serving_repository(request), request)
 
 
 @router.get("/healthz", response_model=HealthBody, tags=["health"])
@@ -469,6 +471,12 @@ async def healthz() -> Response:
     "/readyz", response_model=ReadyBody, responses={503: {"model": ReadyBody}}, tags=["health"]
 )
 async def readyz(request: Request) -> Response:
-    """Readiness: every model loaded and warmed up, and no shutdown under way."""
+    """Readiness: every model loaded and warmed up, and no shutdown under way.
+
+    With ``WATCHTIME_STRICT_MODELS=false``, ``failed_models`` lists the refused versions.
+    """
     state = service_state(request)
-    return json_response({"ready": state.ready}, 200 if state.ready else 503)
+    refused = state.repository.failures if state.repository is not None else []
+    failed = [{"model": f.name, "version": f.version} for f in refused]
+    body = {"ready": state.ready, "failed_models": failed} if failed else {"ready": state.ready}
+    return json_response(body, 200 if state.ready else 503)

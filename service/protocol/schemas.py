@@ -85,8 +85,16 @@ class HealthBody(BaseModel):
     live: bool
 
 
+class FailedModel(BaseModel):
+    model: str
+    version: str
+
+
 class ReadyBody(BaseModel):
     ready: bool
+    failed_models: list[FailedModel] | None = Field(
+        default=None, description="model versions refused at start-up (non-strict start-up only)"
+    )
 
 
 class ModelSummary(BaseModel):

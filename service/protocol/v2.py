@@ -5,7 +5,9 @@ outputs ``expected_watch_time_s``, ``point_s``, ``std_s``, ``quick_skip_prob`` (
 ``quantiles`` and ``interval_mass`` (``[n, m]``, when the request parameters ``quantiles``
 and ``intervals`` ask for them) and ``params.<name>`` with ``return_params``. Tensors cannot
 hold null, so NaN in a floating-point input marks a missing value; the JSON form therefore
-also accepts the ``NaN`` tokens that the Triton client writes.
+also accepts the ``NaN`` tokens that the Triton client writes. An integer input (declared
+INT64) may be sent as FP64 or FP32 instead, with NaN where a value is missing; the model
+metadata's parameter ``nullable_inputs`` names every input that accepts NaN so.
 
 Binary tensor extension: with ``Inference-Header-Content-Length: h`` the first ``h`` bytes
 are the JSON header and the rest holds the raw tensors, in input order, little-endian;
@@ -94,8 +96,10 @@ def loads(header: bytes) -> Any:
 
 def _shape(name: str, tensor: Mapping[str, Any]) -> tuple[list[int], int]:
     shape = tensor.get("shape")
+    if isinstance(shape, list) and len(shape) > 2:  # before any per-dimension work
+        raise bad(f"input {name!r}: shape must be [n] or [n, 1], got {len(shape)} dimensions")
     ok = isinstance(shape, list) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**63 for d in shape
     )
     if not ok or not shape:
         raise bad(f"input {name!r}: shape must be a non-empty list of non-negative integers")
@@ -257,9 +261,10 @@ def decode(
     tensor is converted, so that a request the queue cannot take costs only its header.
     """
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        digits = header_length.strip()
+        if not (digits.isascii() and digits.isdigit()) or int(digits) > len(body):
             raise bad(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
-        split = int(header_length)
+        split = int(digits)
         header, binary = body[:split], memoryview(body)[split:]
     else:
         header, binary = body, memoryview(b"")
@@ -325,6 +330,11 @@ def decode(
     options = _options(parameters)
     outputs = _requested_outputs(model, doc.get("outputs"), parameters, options)
     request_id = doc.get("id")
+    if isinstance(request_id, str) and not request_id.isascii():
+        try:  # a lone surrogate (JSON "\ud800") cannot be encoded back
+            request_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad("id must be valid Unicode text") from None
     return V2Request(
         columns={s: tensors[s] for s in model.sources},
         n=n,
@@ -467,6 +477,7 @@ async def ready(request: Request) -> Response:
 
 def _metadata(model: LoadedModel, request: Request) -> Response:
     repository = serving_repository(request)
+    kinds = model.source_kinds
     inputs = []
     for source in model.sources:
         kind = model.source_kinds[source]
@@ -487,6 +498,9 @@ def _metadata(model: LoadedModel, request: Request) -> Response:
             "parameters": {
                 "family": model.manifest.family,
                 "quick_skip_threshold_s": model.manifest.quick_skip_threshold_s,
+                # inputs where NaN marks a missing value (INT64 ones sent as FP64 or FP32);
+                # one comma-separated string, as v2 parameters are scalars
+                "nullable_inputs": ",".join(s for s in model.sources if kinds[s] == "number"),
             },
         }
     )

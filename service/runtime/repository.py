@@ -2,8 +2,11 @@
 
 A model directory is served only when its manifest validates, its ``model.onnx`` has the
 sha256 the manifest names, its distribution family is known and the ONNX graph has exactly
-the inputs and outputs the manifest declares. Anything less is refused with one log line
-and the other models keep serving, because one bad export must not take the service down.
+the inputs and outputs the manifest declares. Anything less is refused with one log line.
+What follows is the caller's policy: with ``strict`` (the service's default,
+``WATCHTIME_STRICT_MODELS``) any refusal stops start-up, as Triton's ``--exit-on-error``
+does, so that a broken version is never served around in silence; without it the other
+models serve and the repository keeps the refusals (``failures``) for readiness and metrics.
 """
 
 from __future__ import annotations
@@ -179,10 +182,33 @@ def _version_key(version: str) -> int:
     return int(version)
 
 
-class ModelRepository:
-    """The loaded models by name and version; the highest version serves a bare name."""
+@dataclass(frozen=True)
+class LoadFailure:
+    """A model directory that was found but refused; ``reason`` is the one-line cause."""
 
-    def __init__(self, models: list[LoadedModel], default: str | None = None) -> None:
+    name: str
+    version: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+class ModelRepository:
+    """The loaded models by name and version; the highest version serves a bare name.
+
+    ``failures`` lists the model directories that were found but refused at load time (only
+    ever non-empty when start-up is not strict), so that readiness and metrics can say so.
+    """
+
+    def __init__(
+        self,
+        models: list[LoadedModel],
+        default: str | None = None,
+        failures: list[LoadFailure] | None = None,
+    ) -> None:
+        self.failures: list[LoadFailure] = list(failures or [])
         self._models: dict[str, dict[str, LoadedModel]] = {}
         for model in models:
             self._models.setdefault(model.name, {})[model.version] = model
@@ -230,6 +256,12 @@ class ModelRepository:
             raise UnknownModelError("(default)")
         return self.get(self.default_name)
 
+    def load_status(self) -> list[tuple[str, str, bool]]:
+        """``(name, version, failed)`` of every model directory found at start-up."""
+        status = [(m.name, m.version, False) for m in self]
+        status += [(f.name, f.version, True) for f in self.failures]
+        return sorted(status)
+
 
 def discover(root: Path) -> list[Path]:
     """Candidate model directories ``root/<name>/<version>/`` with a numeric version."""
@@ -250,16 +282,22 @@ def latest_version_dir(root: Path, name: str) -> Path:
 
 
 def load_repository(
-    root: Path, config: SessionConfig, default: str | None = None, warmup_rows: int = 64
+    root: Path,
+    config: SessionConfig,
+    default: str | None = None,
+    warmup_rows: int = 64,
+    strict: bool = False,
 ) -> ModelRepository:
     """Load every model under ``root``, refusing broken ones with a log line, and warm up.
 
-    Raises ModelLoadError when nothing at all can be served, and UnknownModelError when the
-    configured default model is not among the loaded ones.
+    Raises ModelLoadError when nothing at all can be served, or, when ``strict``, when any
+    model directory was refused (after trying them all, so the log names every one); and
+    UnknownModelError when the configured default model is not among the loaded ones.
     """
     from service.runtime.inference import warm_up  # inference imports this module
 
     models: list[LoadedModel] = []
+    failures: list[LoadFailure] = []
     for model_dir in discover(root):
         label = f"{model_dir.parent.name}/{model_dir.name}"
         try:
@@ -267,6 +305,7 @@ def load_repository(
             warm_up(model, warmup_rows)
         except ModelLoadError as exc:
             log.error("refusing model %s: %s", label, exc)
+            failures.append(LoadFailure(model_dir.parent.name, model_dir.name, str(exc)))
             continue
         log.info(
             "loaded model %s (family %s, %d input columns)",
@@ -277,14 +316,25 @@ def load_repository(
         models.append(model)
     if not models:
         raise ModelLoadError(f"no servable model under {root}")
-    return ModelRepository(models, default)
+    if strict and failures:
+        refused = ", ".join(f.label for f in failures)
+        raise ModelLoadError(
+            f"strict start-up: {len(failures)} model version(s) failed to load ({refused})"
+        )
+    return ModelRepository(models, default, failures)
 
 
-def example_columns(model: LoadedModel, n: int) -> dict[str, np.ndarray]:
+PUBLIC_VOCABULARY_LIMIT = 1000
+"""Above this many entries a vocabulary holds ids (users, videos, authors): never shown."""
+
+
+def example_columns(model: LoadedModel, n: int, public: bool = False) -> dict[str, np.ndarray]:
     """Plausible raw columns for ``n`` rows (known vocabulary values, mean-ish numbers).
 
     Used for the warm-up runs and for the OpenAPI examples: a request built from the
     manifest alone, so it exercises every lookup and transform the real traffic will.
+    ``public`` (the OpenAPI examples) shows no value of an id vocabulary (one over
+    PUBLIC_VOCABULARY_LIMIT entries): those columns hold -1, an unknown id.
     """
     columns: dict[str, np.ndarray] = {}
     for spec in model.manifest.features:
@@ -292,6 +342,8 @@ def example_columns(model: LoadedModel, n: int) -> dict[str, np.ndarray]:
             continue
         if isinstance(spec, CategoricalFeature):
             vocab = np.asarray(spec.vocabulary)
+            if public and vocab.size > PUBLIC_VOCABULARY_LIMIT and spec.transform == "identity":
+                vocab = np.array([-1] if spec.dtype == "int64" else ["unknown"])
             if spec.transform == "hour_of_day" and vocab.size:
                 vocab = vocab * 100 + 30
             elif spec.transform == "weekday":

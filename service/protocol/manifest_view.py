@@ -1,0 +1,41 @@
+"""The manifest as ``GET /v1/models/{m}`` publishes it: without the training ids.
+
+A categorical feature's vocabulary is the list of values seen in training (user, video and
+author ids among them), so publishing it tells anyone who can reach the service who was in
+the training set. By default the published manifest replaces each ``vocabulary`` by
+``vocabulary_size`` and ``vocabulary_sha256`` (:func:`service.manifest.vocabulary_sha256`):
+enough to check that a served model holds the same vocabulary as a manifest on the offline
+side, which keeps the whole file. ``WATCHTIME_PUBLISH_VOCABULARIES=true`` publishes the
+manifest as it is on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.manifest import Manifest, vocabulary_sha256
+
+_CACHE: dict[int, tuple[Manifest, dict[str, Any], dict[str, Any]]] = {}
+_CACHE_SIZE = 256
+
+
+def published_manifest(manifest: Manifest, vocabularies: bool = False) -> dict[str, Any]:
+    """The manifest's JSON document, with each vocabulary replaced by its size and hash
+    unless ``vocabularies``; built once per manifest (manifests are immutable)."""
+    hit = _CACHE.get(id(manifest))
+    if hit is None or hit[0] is not manifest:
+        full = manifest.model_dump(mode="json")
+        redacted = {**full, "features": [_redacted(f) for f in full["features"]]}
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        hit = _CACHE[id(manifest)] = (manifest, full, redacted)
+    return hit[1] if vocabularies else hit[2]
+
+
+def _redacted(feature: dict[str, Any]) -> dict[str, Any]:
+    if "vocabulary" not in feature:
+        return feature
+    out = {k: v for k, v in feature.items() if k != "vocabulary"}
+    out["vocabulary_size"] = len(feature["vocabulary"])
+    out["vocabulary_sha256"] = vocabulary_sha256(feature["vocabulary"])
+    return out
