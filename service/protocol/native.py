@@ -49,6 +49,7 @@ from service.protocol.schemas import (
     ReadyBody,
     predict_request_body,
 )
+from service.runtime.features import MAX_STRING_CHARS
 from service.runtime.inference import (
     InvalidInput,
     Prediction,
@@ -102,32 +103,57 @@ def column_array(field: str, values: Any, kind: str, status: int) -> np.ndarray:
 
     ``kind`` is "number" or "string": what the manifest's features read from the column. A
     number column must not hold text; a string column accepts integers as their decimal text.
+    The element types are collected first, in one C-level pass, so the array is built with
+    its final dtype: a string column stays an array of references (a fixed-width text array
+    would size every row by the longest value), and each value is held to
+    ``MAX_STRING_CHARS``.
     """
     if not isinstance(values, list):
         raise invalid(status, field, f"expected a list of values, got {type(values).__name__}")
-    try:
-        arr = np.array(values)
-    except (ValueError, TypeError, OverflowError):
-        arr = None
-    if arr is None or arr.ndim != 1:
-        row = _first_row(values, lambda v: isinstance(v, (list, dict)))
-        raise invalid(status, field, "expected a scalar or null in every row", row)
-    if arr.dtype.kind == "O" or (arr.dtype.kind in "US" and kind == "number"):
-        # Mixed or missing values: one C-level pass collects the element types (cheap);
-        # only a column that really holds a wrong type is searched for its first bad row.
-        bad_types = set(map(type, values)) - ALLOWED_TYPES[kind]
-        if bad_types:
-            row = _first_row(values, lambda v: type(v) in bad_types)
-            shown = values[row] if row is not None else None
-            want = "a number or null" if kind == "number" else "a string, a number or null"
-            raise invalid(status, field, f"expected {want}, got {shown!r}", row)
-        if kind == "number":
-            try:  # null -> NaN, the missing-value marker of a float column
-                arr = np.array(values, dtype=np.float64)
-            except OverflowError:
-                row = _first_row(values, lambda v: abs(v or 0) > 1e308)
-                raise invalid(status, field, "number out of range", row) from None
-    return arr
+    types = set(map(type, values))
+    wrong = types - ALLOWED_TYPES[kind]
+    if wrong:
+        row = _first_row(values, lambda v: type(v) in wrong)
+        shown = values[row] if row is not None else None
+        if isinstance(shown, (list, dict)):
+            raise invalid(status, field, "expected a scalar or null in every row", row)
+        want = "a number or null" if kind == "number" else "a string, a number or null"
+        raise invalid(status, field, f"expected {want}, got {_clip(shown)}", row)
+    if kind == "string":
+        if str in types:
+            check_string_lengths(field, values, status)
+        return np.array(values, dtype=object)
+    if types <= {int}:
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            pass  # ids beyond int64: as floats they are simply unknown to any vocabulary
+    try:  # null -> NaN, the missing-value marker of a float column
+        return np.array(values, dtype=np.float64)
+    except OverflowError:
+        row = _first_row(values, lambda v: abs(v or 0) > 1e308)
+        raise invalid(status, field, "number out of range", row) from None
+
+
+def _clip(value: Any) -> str:
+    """A value for an error message, cut short: the message must not echo a huge body."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def check_string_lengths(field: str, values: list[Any], status: int) -> None:
+    """An error naming the first text value longer than ``MAX_STRING_CHARS``."""
+    longest = max(map(len, filter(str.__instancecheck__, values)), default=0)
+    if longest > MAX_STRING_CHARS:
+        row = _first_row(values, lambda v: isinstance(v, str) and len(v) > MAX_STRING_CHARS)
+        raise ApiError(
+            status,
+            f"{field}, row {row}: a text value of {longest} characters exceeds the limit of "
+            f"{MAX_STRING_CHARS}",
+            code="too_long",
+            field=field,
+            row=row,
+        )
 
 
 def _check_row_limit(prefix: str, n: int, max_rows: int) -> None:

@@ -44,6 +44,7 @@ from service.protocol.common import (
 from service.protocol.errors import ApiError, error_body, from_exception
 from service.protocol.http import HttpRequest, Reply
 from service.protocol.schemas import ErrorBody, v2_request_body
+from service.runtime.features import MAX_STRING_CHARS
 from service.runtime.inference import (
     InvalidInput,
     Prediction,
@@ -120,12 +121,19 @@ def _bytes_elements(name: str, buf: memoryview, count: int) -> np.ndarray:
             raise bad(f"input {name!r}: BYTES data ends inside element {i}")
         (size,) = struct.unpack_from("<I", raw, pos)
         pos += 4
+        if size > 4 * MAX_STRING_CHARS:  # UTF-8 takes at most 4 bytes a character
+            raise bad(f"input {name!r}: element {i} has {size} bytes, over the text limit")
         if pos + size > len(raw):
             raise bad(f"input {name!r}: BYTES element {i} runs past the data")
         try:
-            out[i] = raw[pos : pos + size].decode("utf-8")
+            out[i] = text = raw[pos : pos + size].decode("utf-8")
         except UnicodeDecodeError:
             raise bad(f"input {name!r}: element {i} is not UTF-8 text") from None
+        if len(text) > MAX_STRING_CHARS:
+            raise bad(
+                f"input {name!r}: element {i} has {len(text)} characters, over the limit of "
+                f"{MAX_STRING_CHARS}"
+            )
         pos += size
     if pos != len(raw):
         raise bad(f"input {name!r}: {len(raw) - pos} bytes left after {count} elements")
@@ -144,10 +152,11 @@ def _from_binary(name: str, datatype: str, buf: memoryview, count: int) -> np.nd
 
 
 def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray:
+    """A tensor's JSON ``data``; built as references first, so text is never widened."""
     if not isinstance(data, list):
         raise bad(f"input {name!r}: data must be a list")
     try:
-        arr = np.array(data, dtype=object if datatype == "BYTES" else None)
+        arr = np.array(data, dtype=object)
     except (ValueError, TypeError, OverflowError):
         raise bad(f"input {name!r}: data is not a regular array of scalars") from None
     arr = arr.reshape(-1)
@@ -155,29 +164,37 @@ def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray:
         raise bad(f"input {name!r}: {arr.size} elements, the shape says {count}")
     if count == 0:
         return np.empty(0, dtype=np.float64 if datatype.startswith("FP") else np.int64)
+    values = arr.tolist()
+    types = set(map(type, values))
     if datatype == "BYTES":
-        text = np.frompyfunc(lambda v: isinstance(v, str), 1, 1)(arr).astype(bool)
-        if not text.all():
-            i = int(np.argmin(text))
+        if types != {str}:
+            i = next(i for i, v in enumerate(values) if not isinstance(v, str))
             raise bad(f"input {name!r}: element {i} is not a string")
+        longest = max(map(len, values))
+        if longest > MAX_STRING_CHARS:
+            i = next(i for i, v in enumerate(values) if len(v) > MAX_STRING_CHARS)
+            raise bad(
+                f"input {name!r}: element {i} has {longest} characters, over the limit of "
+                f"{MAX_STRING_CHARS}"
+            )
         return arr
-    kind = arr.dtype.kind
     if datatype.startswith("FP"):
-        if kind not in "iuf" and not (kind == "O" and _numbers_or_none(arr)):
+        if not types <= {int, float, type(None)}:
             raise bad(f"input {name!r}: {datatype} data must be numbers")
-        return np.asarray(np.where(arr == None, np.nan, arr), dtype=np.float64)  # noqa: E711
+        try:
+            return np.array(values, dtype=np.float64)  # null -> NaN
+        except OverflowError:
+            raise bad(f"input {name!r}: number out of range") from None
     if datatype == "BOOL":
-        if kind != "b":
+        if types != {bool}:
             raise bad(f"input {name!r}: BOOL data must be true/false")
-        return arr
-    if kind not in "iu":
+        return np.array(values, dtype=bool)
+    if not types <= {int}:
         raise bad(f"input {name!r}: {datatype} data must be integers")
-    return arr
-
-
-def _numbers_or_none(arr: np.ndarray) -> bool:
-    check = np.frompyfunc(lambda v: v is None or _is_number(v), 1, 1)
-    return bool(check(arr).astype(bool).all())
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        raise bad(f"input {name!r}: integer out of range") from None
 
 
 @dataclass(frozen=True)

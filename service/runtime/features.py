@@ -33,6 +33,12 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+MAX_STRING_CHARS = 256
+"""Longest text value a feature column may hold. Vocabularies hold short labels (the longest
+shipped is a few dozen characters); the bound keeps a request's memory in proportion to its
+body, as text arrays are as wide as their longest value."""
+
+
 class FeatureError(ValueError):
     """A request column the manifest cannot turn into model input; names feature and row."""
 
