@@ -12,6 +12,7 @@ Raw columns arrive as 1-D numpy arrays. Missing values are ``None`` (object arra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -189,10 +190,56 @@ def _is_any_of(values: Array, sentinels: Array) -> BoolArray:
     return np.asarray(out, dtype=np.bool_)
 
 
+_TEXT_CACHE: dict[int, tuple[CategoricalFeature, dict[object, int]]] = {}
+
+
+def _text_table(spec: CategoricalFeature) -> dict[object, int]:
+    """Text value -> embedding index of a string feature, built once per spec.
+
+    Holds every vocabulary entry (its first position, as the sorted search finds it), the
+    missing sentinels and None (both the missing index, which wins over the vocabulary).
+    """
+    hit = _TEXT_CACHE.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    vocab, sentinels = _vocabulary_arrays(spec)
+    table: dict[object, int] = {}
+    for i, value in enumerate(vocab.tolist()):
+        table.setdefault(value, i + FIRST_VOCAB_INDEX)
+    for value in [*sentinels.tolist(), None]:
+        table[value] = MISSING_INDEX
+    if len(_TEXT_CACHE) >= _ARRAY_CACHE_SIZE:
+        _TEXT_CACHE.clear()
+    _TEXT_CACHE[id(spec)] = (spec, table)
+    return table
+
+
+def _encode_text(spec: CategoricalFeature, values: Array) -> IntArray | None:
+    """Indices of a text column of only strings and None, by hash lookups; else None.
+
+    A dictionary lookup per value (C-level iteration) costs a fraction of widening the
+    column to a fixed-width text array and binary-searching it; other value types (numbers
+    written as text, NaN) take the general path.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind != "O" or arr.ndim != 1:
+        return None
+    items = arr.tolist()
+    if not set(map(type, items)) <= {str, type(None)}:
+        return None
+    table = _text_table(spec)
+    return np.fromiter(
+        map(table.get, items, repeat(OOV_INDEX)), dtype=np.int64, count=len(items)
+    )
+
+
 def encode_categorical(spec: CategoricalFeature, values: Array) -> IntArray:
     """Embedding indices of one categorical feature (see CategoricalFeature for the layout)."""
     vocab, sentinels = _vocabulary_arrays(spec)
     if spec.dtype == "string":
+        fast = _encode_text(spec, values)
+        if fast is not None:
+            return fast
         text, missing = _as_strings(spec.source, values)
         if sentinels.size:
             missing |= _is_any_of(text, sentinels)
