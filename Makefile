@@ -67,14 +67,22 @@ test-kserve: $(KSERVE_VENV)/.installed
 models: $(VENV)/.all
 	$(BIN)/python -m model_export build-all
 
-# In-process limit against HTTP (wrk, Debian's `wrk` package): table + reports/benchmarks.md
-bench: $(VENV)/.all
+# The peers of `make bench` (loadtest/peers/) run in an environment of their own.
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV) || { rm -rf $(PEERS_VENV); sleep 2; $(PYTHON) -m venv $(PEERS_VENV); }
+	$(PEERS_VENV)/bin/python -m pip install --quiet -e '.[peers]'
+	touch $@
+
+# This service beside hand-written and framework peers under wrk (Debian's `wrk` package):
+# table + reports/benchmarks.md
+bench: $(VENV)/.all $(PEERS_VENV)/.installed
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk; }
-	$(BIN)/python loadtest/benchmark.py
+	$(BIN)/python loadtest/benchmark.py --peers-python $(PEERS_VENV)/bin/python
 
 bench-distributions: $(VENV)/.all
 	$(BIN)/python loadtest/bench_distributions.py
 
 clean:
-	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(KSERVE_VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
