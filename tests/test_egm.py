@@ -340,3 +340,22 @@ def test_float32_start_is_polished_to_float64_accuracy() -> None:
     f32_cdf, f32_pdf = one._cdf_pdf32(exact.astype(np.float32))
     step = (f32_cdf.astype(np.float64) - levels) / (f32_pdf * exact)
     assert np.abs(step[0, [0, 2]]).max() > 1e-6
+
+
+def test_float32_slope_kernel_matches_float64_derivatives() -> None:
+    """The density's derivative behind the start's Halley steps, against finite differences
+    of the float64 density (and the float32 CDF and density against float64)."""
+    n = 50
+    dist = EGM.from_params(random_params(n, seed=23))
+    t = np.exp(np.random.default_rng(3).uniform(np.log(0.05), np.log(300.0), size=(n, 4)))
+    cdf32, pdf32, dpdf32 = dist._cdf_pdf_dpdf32(t.astype(np.float32))
+    cdf, pdf = dist._cdf_pdf(t)
+    h = 1e-5 * t
+    _, pdf_up = dist._cdf_pdf(t + h)
+    _, pdf_down = dist._cdf_pdf(t - h)
+    slope = (pdf_up - pdf_down) / (2 * h)
+    scale = np.abs(slope).max(axis=1, keepdims=True)
+    excess = np.abs(dpdf32 - slope) / (1e-3 * np.abs(slope) + 1e-4 * scale)
+    assert excess.max() <= 1.0, excess.max()
+    np.testing.assert_allclose(cdf32, cdf, atol=2e-6)
+    np.testing.assert_allclose(pdf32, pdf, rtol=1e-4, atol=1e-7)

@@ -62,6 +62,8 @@ class Distribution(ABC):
 
     #: whether :meth:`_cdf_pdf32` exists, to sharpen quantile starts in float32
     has_float32_kernel: ClassVar[bool] = False
+    #: whether :meth:`_cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
+    has_float32_slope: ClassVar[bool] = False
 
     n: int
 
@@ -114,6 +116,10 @@ class Distribution(ABC):
     def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
         """:meth:`_cdf_pdf` in float32, to about 1e-6: only ever a start for the search."""
         raise NotImplementedError(f"{self.family} has no float32 kernel")
+
+    def _cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """:meth:`_cdf_pdf32` and the density's derivative: the start's Halley steps."""
+        raise NotImplementedError(f"{self.family} has no float32 slope kernel")
 
     def _cdf(self, t: FloatArray) -> FloatArray:
         return self._cdf_pdf(t)[0]

@@ -48,6 +48,7 @@ class EGM(Distribution):
 
     family: ClassVar[str] = "egm"
     has_float32_kernel: ClassVar[bool] = True
+    has_float32_slope: ClassVar[bool] = True
     required_params: ClassVar[tuple[str, ...]] = ("lambda", "weights", "mu", "sigma")
     optional_params: ClassVar[tuple[str, ...]] = ("p0",)
     per_row: ClassVar[tuple[str, ...]] = (
@@ -213,17 +214,47 @@ class EGM(Distribution):
         return cdf, pdf
 
     def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
-        # _cdf_pdf's algebra in float32 with the one-formula erfcx; the per-row constants
-        # are cast per call, which is cheap beside the (n, m, K) work.
+        cdf, pdf, _ = self._kernel32(t, False)
+        return cdf, pdf
+
+    def _cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+        cdf, pdf, dpdf = self._kernel32(t, True)
+        assert dpdf is not None
+        return cdf, pdf, dpdf
+
+    def _constants32(self) -> dict[str, Float32Array]:
+        """The per-row constants of the float32 kernel, cast once per distribution."""
+        cached: dict[str, Float32Array] | None = self.__dict__.get("_cached_f32")
+        if cached is None:
+            f32 = np.float32
+            cached = self._cached_f32 = {
+                "mu": self.mu.astype(f32),
+                "inv_sigma": self.inv_sigma.astype(f32),
+                "a": self.a.astype(f32),
+                "lam": self.lam.astype(f32)[:, None],
+                "w0": self.w[:, 0:1].astype(f32),
+                "gauss_mass": self.gauss_mass.astype(f32)[:, None],
+                "p0": self.p0.astype(f32)[:, None],
+                "w_sf": self.w_sf.astype(f32),
+                "w_pdf": self.w_pdf.astype(f32),
+                "w_dpdf": (self.w_pdf * self.inv_sigma).astype(f32),
+            }
+        return cached
+
+    def _kernel32(
+        self, t: Float32Array, slope: bool
+    ) -> tuple[Float32Array, Float32Array, Float32Array | None]:
+        # _cdf_pdf's algebra in float32 with the one-formula erfcx, and on request the
+        # density's derivative (each Gaussian's is its density times -(t - mu) / sigma**2).
         f32 = np.float32
-        mu, inv_sigma = self.mu.astype(f32), self.inv_sigma.astype(f32)
-        b = t[:, :, None] - mu[:, None, :]
-        b *= inv_sigma[:, None, :]
+        c = self._constants32()
+        b = t[:, :, None] - c["mu"][:, None, :]
+        b *= c["inv_sigma"][:, None, :]
         with np.errstate(under="ignore", over="ignore", invalid="ignore"):
             e = b * b
             if self.any_upper:
-                alt = t[:, :, None] * inv_sigma[:, None, :]
-                alt *= b + self.a.astype(f32)[:, None, :]
+                alt = t[:, :, None] * c["inv_sigma"][:, None, :]
+                alt *= b + c["a"][:, None, :]
                 e = np.where(self.upper[:, None, :], alt, e)
             e *= f32(-0.5)
             np.exp(e, out=e)
@@ -233,17 +264,23 @@ class EGM(Distribution):
             r *= e
             r *= f32(0.5)
             np.subtract(f32(1.0), r, out=r, where=b < 0)
-            lam = self.lam.astype(f32)[:, None]
+            lam, w0 = c["lam"], c["w0"]
             lam_t = lam * t
-            w0 = self.w[:, 0:1].astype(f32)
-            cdf = self.gauss_mass.astype(f32)[:, None] - np.einsum(
-                "nmk,nk->nm", r, self.w_sf.astype(f32)
-            )
-            cdf += self.p0.astype(f32)[:, None]
+            cdf = c["gauss_mass"] - np.einsum("nmk,nk->nm", r, c["w_sf"])
+            cdf += c["p0"]
             cdf -= w0 * np.expm1(-lam_t)
-            pdf = np.einsum("nmk,nk->nm", e, self.w_pdf.astype(f32))
-            pdf += (w0 * lam) * np.exp(-lam_t)
-        return cdf, pdf
+            decay = np.exp(-lam_t)
+            decay *= w0 * lam
+            pdf = np.einsum("nmk,nk->nm", e, c["w_pdf"])
+            pdf += decay
+            dpdf = None
+            if slope:
+                e *= b
+                dpdf = np.einsum("nmk,nk->nm", e, c["w_dpdf"])
+                decay *= lam
+                dpdf += decay
+                np.negative(dpdf, out=dpdf)
+        return cdf, pdf, dpdf
 
     def _log_prob(self, t: FloatArray) -> FloatArray:
         half_sq = self._half_sq(t, self._standardize(t))

@@ -228,9 +228,7 @@ def _encode_text(spec: CategoricalFeature, values: Array) -> IntArray | None:
     if not set(map(type, items)) <= {str, type(None)}:
         return None
     table = _text_table(spec)
-    return np.fromiter(
-        map(table.get, items, repeat(OOV_INDEX)), dtype=np.int64, count=len(items)
-    )
+    return np.fromiter(map(table.get, items, repeat(OOV_INDEX)), dtype=np.int64, count=len(items))
 
 
 def encode_categorical(spec: CategoricalFeature, values: Array) -> IntArray:
