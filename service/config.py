@@ -8,6 +8,8 @@ instead of surfacing as a confusing failure under load.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +32,9 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", min_length=1, description="address to bind")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    workers: int = Field(
+        default=0, ge=0, le=64, description="uvicorn worker processes (0: one per usable core)"
+    )
     model_repository: Path = Field(
         default=Path("models"), description="directory holding <name>/<version>/ model dirs"
     )
@@ -43,7 +47,10 @@ class Settings(BaseSettings):
         default=32 * 1024 * 1024, ge=1024, description="request body size (413)"
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime threads inside one operator (0: its default)"
+        default=0,
+        ge=0,
+        description="onnxruntime threads inside one operator (0: the usable cores shared out "
+        "among the workers)",
     )
     inter_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime threads across operators (0: its default)"
@@ -53,7 +60,7 @@ class Settings(BaseSettings):
         default=True, description="merge rows of concurrent requests into one onnxruntime run"
     )
     max_batch_rows: int = Field(
-        default=256, ge=1, le=1_000_000, description="most rows in one onnxruntime run"
+        default=2048, ge=1, le=1_000_000, description="most rows in one onnxruntime run"
     )
     max_queue_delay_ms: float = Field(
         default=2.0,
@@ -163,7 +170,42 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(
             f"{ENV_PREFIX}MODEL_REPOSITORY={str(settings.model_repository)!r}: not a directory"
         )
-    return settings
+    return resolve_auto(settings)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota.
+
+    A container limited to 2 CPUs on a 64-core host sees 64 in ``os.cpu_count()``; the
+    quota (cgroup v2 ``cpu.max``) is what it really gets.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def resolve_auto(settings: Settings) -> Settings:
+    """Settings with the automatic values (0) made concrete for this machine.
+
+    One worker per usable core: a worker's Python work holds one core (numpy's small calls
+    hold the GIL), so more cores serve more only through more workers. onnxruntime's
+    threads share the cores out among the workers, so the workers' runs do not fight over
+    them (onnxruntime's own default is a thread per core in every process).
+    """
+    cores = usable_cores()
+    workers = settings.workers or cores
+    intra = settings.intra_op_threads or max(1, cores // workers)
+    if (workers, intra) == (settings.workers, settings.intra_op_threads):
+        return settings
+    return settings.model_copy(update={"workers": workers, "intra_op_threads": intra})
 
 
 def parse_cli(argv: Sequence[str] | None = None) -> Settings:
@@ -174,7 +216,9 @@ def parse_cli(argv: Sequence[str] | None = None) -> Settings:
     )
     parser.add_argument("--host", help="address to bind (WATCHTIME_HOST, default 127.0.0.1)")
     parser.add_argument("--port", help="TCP port (WATCHTIME_PORT, default 8000)")
-    parser.add_argument("--workers", help="worker processes (WATCHTIME_WORKERS, default 1)")
+    parser.add_argument(
+        "--workers", help="worker processes (WATCHTIME_WORKERS, default 0: one per usable core)"
+    )
     parser.add_argument(
         "--model-repository",
         help="model repository directory (WATCHTIME_MODEL_REPOSITORY, default models/)",
