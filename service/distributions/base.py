@@ -168,6 +168,17 @@ class Distribution(ABC):
         """CDF on a ``(1, m)`` or ``(n, m)`` grid of any real points, as ``(n, m)``."""
         if np.isnan(pts).any():
             raise ValueError("t holds NaN")
+        if pts.shape[0] == 1 and self.n:
+            # Shared points (interval edges): infinity, a common edge, needs no kernel pass,
+            # and nothing lies below 0. (At 0 the kernel's own value keeps the CDF monotone
+            # with its rounding just above 0.)
+            inside = np.flatnonzero((pts[0] >= 0) & np.isfinite(pts[0]))
+            out = np.empty((self.n, pts.shape[1]))
+            out[:] = np.where(pts == np.inf, 1.0, 0.0)
+            if inside.size:
+                at = self._cdf(pts[:, inside])
+                out[:, inside] = np.clip(np.broadcast_to(at, (self.n, inside.size)), 0.0, 1.0)
+            return out
         inner = np.where((pts > 0) & np.isfinite(pts), pts, 0.0)
         out = self._cdf(inner)
         out = np.where(pts < 0, 0.0, np.where(pts == np.inf, 1.0, out))
