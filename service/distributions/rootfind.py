@@ -17,12 +17,14 @@ Only float64 values decide brackets and stopping.
 
 Stated tolerance: a pair stops once its bracket is narrower than ``XTOL_ABS + XTOL_REL
 * t`` (1e-9 s and 1e-9 relative), or its last step was a Newton step no larger than
-that or than ``NEWTON_STOP`` (1e-6) relative (a small regula falsi or bisection step
-says nothing: near 0 in log time every step is small in seconds). Newton
-converges quadratically, so the error left after such a step is of order 1e-12
-relative. The tests hold every family to 1e-4 s / 1e-6 relative against brentq. Levels whose
-quantile lies below ``X_FLOOR`` are resolved by linear interpolation from the atom,
-which is exact to well within the tolerance.
+that or than ``NEWTON_STOP`` (1e-5) relative (a small regula falsi or bisection step
+says nothing: near 0 in log time every step is small in seconds). Newton converges
+quadratically, so the error left after such a step is of order 1e-10 relative times the
+CDF's curvature in log time; on the shipped EGMN's test-day rows (1,595 pairs, levels
+0.01 to 0.99) the worst error against brentq at 1e-15 was 7e-11 relative. The tests hold
+every family to 1e-4 s / 1e-6 relative against brentq. Levels whose quantile lies below
+``X_FLOOR`` are resolved by linear interpolation from the atom, which is exact to well
+within the tolerance.
 """
 
 from __future__ import annotations
