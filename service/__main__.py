@@ -19,7 +19,6 @@ from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
-from service import server
 from service.config import ConfigError, Settings, parse_cli, settings_env
 from service.runtime.repository import discover
 
@@ -76,14 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    fd_error = server.fd_budget_error(settings.max_connections)
-    if fd_error is not None:
-        print(f"watchtime: configuration error: {fd_error}", file=sys.stderr)
-        return 2
     os.environ.update(settings_env(settings))
     directory, owned = metrics_directory()
     os.environ[MULTIPROC_ENV] = directory
+    # Only now: prometheus-client picks its multiprocess storage when a metric is created,
+    # and the server module creates the metrics (with one worker, this very process serves).
+    from service import server
+
     try:
+        fd_error = server.fd_budget_error(settings.max_connections)
+        if fd_error is not None:
+            print(f"watchtime: configuration error: {fd_error}", file=sys.stderr)
+            return 2
         status = serve(settings)
     finally:
         if owned:
@@ -95,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run uvicorn until it exits (after a signal and the drain); non-zero: start-up failed."""
+    from service import server  # after PROMETHEUS_MULTIPROC_DIR is set (see main)
+
     config = server.GuardedConfig(
         "service.app:create_app",
         limits=server.ConnectionLimits.from_settings(settings),

@@ -183,7 +183,9 @@ def test_slowloris_is_answered_408_within_the_timeout(service: ServiceProcess, a
     assert statuses == [408] * count, [r for r in results if r[0] != 408][:5]
     times = sorted(t for _, t in results if t is not None)
     assert len(times) == count
-    assert times[0] >= timeout, times[0]  # not before the configured time...
+    # not before the configured time (the server's clock starts at the accept, a moment
+    # before the client's)
+    assert times[0] >= timeout - 0.05, times[0]
     # ...and not much after: answering a thousand at once takes the worker a moment (today
     # mostly for logging each abandoned request's traceback)
     assert times[-1] <= timeout + MARGIN_S + count / 250, times[-1]
