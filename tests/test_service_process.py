@@ -82,7 +82,9 @@ class Service:
 
 @pytest.fixture
 def service() -> Iterator[Service]:
-    svc = Service()
+    # One worker: the signal reaches the process that serves, so readiness drops at once
+    # (with several, the supervisor relays it a moment later).
+    svc = Service("--workers", "1")
     try:
         yield svc
     finally:
