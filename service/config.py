@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "WATCHTIME_"
@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_request_rows: int = Field(default=10_000, ge=1, description="rows per request (413)")
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="request body size (413)"
+    )
+    max_buffered_body_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="request body bytes one worker holds at once, over all its requests "
+        "(503 with Retry-After past it); at least max_body_bytes",
     )
     intra_op_threads: int = Field(
         default=0,
@@ -125,6 +131,16 @@ class Settings(BaseSettings):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
+    @model_validator(mode="after")
+    def _check_body_budget(self) -> Settings:
+        if self.max_buffered_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"WATCHTIME_MAX_BUFFERED_BODY_BYTES ({self.max_buffered_body_bytes}) must be at "
+                f"least WATCHTIME_MAX_BODY_BYTES ({self.max_body_bytes}), or no body of the "
+                "largest size could ever be taken"
+            )
+        return self
+
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: SecretStr) -> SecretStr:
@@ -153,6 +169,10 @@ def _split_keys(text: str) -> list[str]:
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
+        if not err["loc"]:  # a check across settings: its message names them (not the input,
+            # which holds every setting, the API keys too)
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
         name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
         shown = "..." if name == f"{ENV_PREFIX}API_KEYS" else repr(err.get("input"))
         parts.append(f"{name}={shown}: {err['msg']}")

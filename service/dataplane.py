@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from service import metrics
+from service.budget import ByteBudget
 from service.config import Settings
 from service.runtime.batcher import Batchers, DeadlineExceeded, QueueFull
 from service.runtime.inference import Prediction, PredictOptions
@@ -72,6 +73,7 @@ class DataPlane:
         self.state = state
         self.settings = settings
         self.batchers = batchers
+        self.body_budget = ByteBudget(settings.max_buffered_body_bytes)
         self._decoder: ThreadPoolExecutor | None = None
 
     async def offload(self, fn: Callable[..., T], *args: Any) -> T:

@@ -59,8 +59,8 @@ PROBABILITY_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 
 """Predicted quick-skip probability."""
 
 ENDPOINT_STATUSES: dict[str, tuple[str, ...]] = {
-    "predict": ("200", "404", "413", "422", "429", "499", "503", "504", "500"),
-    "infer": ("200", "400", "404", "413", "429", "499", "503", "504", "500"),
+    "predict": ("200", "404", "413", "415", "422", "429", "499", "503", "504", "500"),
+    "infer": ("200", "400", "404", "413", "415", "429", "499", "503", "504", "500"),
 }
 """Each endpoint (native ``predict``, v2 ``infer``) and every status it can answer.
 

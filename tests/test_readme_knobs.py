@@ -41,6 +41,7 @@ def test_documented_defaults_match() -> None:
         "timeout_keep_alive_s": "5 s",
         "max_header_bytes": "16 KiB",
         "max_body_bytes": "32 MiB",
+        "max_buffered_body_bytes": "256 MiB per worker",
         "strict_models": "`true`",
         "metrics_auth": "`false`",
         "publish_vocabularies": "`false`",
@@ -54,6 +55,7 @@ def test_documented_defaults_match() -> None:
     assert fields["timeout_keep_alive_s"].default == 5
     assert fields["max_header_bytes"].default == 16 * 1024
     assert fields["max_body_bytes"].default == 32 * 1024 * 1024
+    assert fields["max_buffered_body_bytes"].default == 256 * 1024 * 1024
     assert fields["strict_models"].default is True
     assert fields["metrics_auth"].default is False
     assert fields["publish_vocabularies"].default is False

@@ -76,7 +76,10 @@ def from_exception(exc: BaseException, status: int, prefix: str) -> ApiError:
     ``inputs``), so a feature or row error names the field as the client wrote it.
     """
     if isinstance(exc, ApiError):
-        return exc
+        # Without its traceback: the caller keeps the error in a local of the frame that
+        # caught it, which the traceback holds in turn; that cycle would keep every frame's
+        # locals (the request body among them) until the cyclic garbage collector runs.
+        return exc.with_traceback(None)
     if isinstance(exc, FeatureError):
         return invalid(status, f"{prefix}.{exc.feature}", exc.message, exc.row)
     if isinstance(exc, InvalidInput):

@@ -57,8 +57,11 @@ class FastPath:
             found = match(scope["path"])
             if found is not None:
                 handler, name, version = found
-                request = HttpRequest.from_scope(scope, receive)
-                reply = await handler(self.plane, request, name, version)
+                request = HttpRequest.from_scope(scope, receive, self.plane.body_budget)
+                try:
+                    reply = await handler(self.plane, request, name, version)
+                finally:
+                    request.release()  # on every path: answered, refused, failed, cancelled
                 if reply.status != 499:  # nobody is left to read an answer
                     await reply.send(send)
                 return

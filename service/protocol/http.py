@@ -5,14 +5,23 @@ plumbing (routing, dependency resolution, request and response objects) as in th
 They therefore read the body from ``receive`` and answer through ``send`` themselves, and
 FastAPI keeps their declarations for the OpenAPI document and the few hosts that reach them
 through its router (see :mod:`service.protocol.fastpath`).
+
+A body is read whole, within two bounds: its own size (``WATCHTIME_MAX_BODY_BYTES``, 413) and
+the bytes the worker holds for all its requests together (``WATCHTIME_MAX_BUFFERED_BODY_BYTES``,
+:class:`~service.budget.ByteBudget`, 503), taken as the bytes arrive and given back when the
+request ends (:meth:`HttpRequest.release`, which the callers of the handlers call on every
+path). A gzip or deflate body is decompressed as it arrives, a block at a time, and both
+bounds count what it decompresses to.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.budget import ByteBudget
 from service.dataplane import ClientGone
 from service.protocol.errors import ApiError
 
@@ -22,28 +31,55 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+"""The request ``Content-Encoding`` values decoded, with their zlib ``wbits`` (gzip, and
+``deflate`` as HTTP means it: the zlib format, as the Triton client sends it)."""
+
+INFLATE_BLOCK = 1 << 20
+"""Most decompressed bytes made at once: a decompression bomb costs no more than this
+before its size is counted."""
+
+BUDGET_RETRY_AFTER_S = 1
+"""``Retry-After`` of a body refused because the worker's body budget is spent."""
+
+
 @dataclass
 class HttpRequest:
-    """One request's headers (lower-cased names) and its ASGI ``receive``."""
+    """One request's headers (lower-cased names), its ASGI ``receive`` and, when given, the
+    worker's budget of buffered body bytes that its body is held against."""
 
     headers: Mapping[str, str]
     receive: Receive
+    budget: ByteBudget | None = None
     body_done: bool = False
+    held: int = 0
 
     @classmethod
-    def from_scope(cls, scope: Scope, receive: Receive) -> HttpRequest:
+    def from_scope(
+        cls, scope: Scope, receive: Receive, budget: ByteBudget | None = None
+    ) -> HttpRequest:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        return cls(headers, receive)
+        return cls(headers, receive, budget)
 
-    async def body(self, limit: int) -> bytes:
-        """The whole body, 413 as soon as it is known to exceed ``limit`` bytes.
+    async def body(self, limit: int, invalid_status: int = 422) -> bytes:
+        """The whole body, decompressed when it has a ``Content-Encoding``.
 
-        A client that disconnects during the upload raises ClientGone.
+        413 as soon as it (or what it decompresses to) is known to exceed ``limit`` bytes;
+        415 for a content coding other than gzip and deflate; ``invalid_status`` for a
+        compressed body that is broken; 503 when the worker's budget of buffered body bytes
+        cannot take it (its bytes are taken from the budget as they arrive, and stay taken
+        until :meth:`release`). A client that disconnects during the upload raises
+        ClientGone.
         """
-        declared = self.headers.get("content-length")
-        known = declared is not None and declared.isascii() and declared.isdigit()
-        if known and int(declared) > limit:  # type: ignore[arg-type]
-            raise ApiError(413, f"body of {declared} bytes exceeds {limit}", code="too_large")
+        wbits = self._coding()
+        declared = self.headers.get("content-length", "")
+        length = int(declared) if declared.isascii() and declared.isdigit() else None
+        if length is not None and length > limit:
+            raise ApiError(413, f"body of {length} bytes exceeds {limit}", code="too_large")
+        budget = self.budget
+        if length is not None and wbits is None and budget is not None and length > budget.free:
+            raise _budget_spent(budget)  # refused before the client uploads it in vain
+        inflater = None if wbits is None else _Inflater(wbits, limit, invalid_status, self.hold)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -58,11 +94,51 @@ class HttpRequest:
                 size += len(chunk)
                 if size > limit:
                     raise ApiError(413, f"body exceeds {limit} bytes", code="too_large")
-                chunks.append(chunk)
+                if inflater is None:
+                    self.hold(len(chunk))
+                    chunks.append(chunk)
+                else:
+                    inflater.feed(chunk, chunks)
             if not message.get("more_body", False):
                 break
+        if inflater is not None:
+            inflater.finish()
         self.body_done = True
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def hold(self, n: int) -> None:
+        """Take ``n`` bytes of this request's body from the budget; 503 when they do not fit."""
+        budget = self.budget
+        if budget is None:
+            return
+        if not budget.take(n):
+            raise _budget_spent(budget)
+        self.held += n
+
+    def release(self) -> None:
+        """Give the body's bytes back to the budget: once the request is answered or failed."""
+        held, self.held = self.held, 0
+        if held and self.budget is not None:
+            self.budget.give(held)
+
+    def _coding(self) -> int | None:
+        """The zlib ``wbits`` of the body's content coding (None: not encoded); 415 else."""
+        raw = self.headers.get("content-encoding")
+        if raw is None:
+            return None
+        coding = raw.strip().lower()
+        if coding in ("", "identity"):
+            return None
+        wbits = CODINGS.get(coding)
+        if wbits is None:
+            raise ApiError(
+                415,
+                f"Content-Encoding {raw!r} is not supported: send gzip, deflate or no encoding",
+                code="unsupported_encoding",
+                field="Content-Encoding",
+                headers={"Accept-Encoding": "gzip, deflate"},
+            )
+        return wbits
 
     async def disconnected(self) -> None:
         """Completes when the client goes away (after the body has been read)."""
@@ -70,6 +146,70 @@ class HttpRequest:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 return
+
+
+def _budget_spent(budget: ByteBudget) -> ApiError:
+    return ApiError(
+        503,
+        f"the server holds {budget.held} bytes of request bodies, its limit is {budget.limit}; "
+        "retry later",
+        code="body_budget_full",
+        headers={"Retry-After": str(BUDGET_RETRY_AFTER_S)},
+    )
+
+
+class _Inflater:
+    """Decompresses a body as it arrives, in blocks, counting what it makes against the limit.
+
+    A gzip body may hold several members one after the other (RFC 1952), each decoded in
+    turn. What is made is taken from the budget block by block.
+    """
+
+    def __init__(
+        self, wbits: int, limit: int, invalid_status: int, hold: Callable[[int], None]
+    ) -> None:
+        self.wbits = wbits
+        self.limit = limit
+        self.invalid_status = invalid_status
+        self.hold = hold
+        self.inflater = zlib.decompressobj(wbits)
+        self.size = 0
+
+    def feed(self, data: bytes, out: list[bytes]) -> None:
+        try:
+            while True:
+                block = self.inflater.decompress(data, INFLATE_BLOCK)
+                if block:
+                    self.size += len(block)
+                    if self.size > self.limit:
+                        raise ApiError(
+                            413,
+                            f"body decompresses to more than {self.limit} bytes",
+                            code="too_large",
+                        )
+                    self.hold(len(block))
+                    out.append(block)
+                data = self.inflater.unconsumed_tail
+                if self.inflater.eof:
+                    data = self.inflater.unused_data
+                    if not data:
+                        return
+                    self.inflater = zlib.decompressobj(self.wbits)  # the next gzip member
+                elif not data and len(block) < INFLATE_BLOCK:
+                    return
+        except zlib.error as exc:
+            raise self._broken(str(exc)) from None
+
+    def finish(self) -> None:
+        if not self.inflater.eof:
+            raise self._broken("the compressed body ends early")
+
+    def _broken(self, why: str) -> ApiError:
+        return ApiError(
+            self.invalid_status,
+            f"body: not a valid compressed body ({why})",
+            field="body",
+        )
 
 
 @dataclass

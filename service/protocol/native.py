@@ -413,9 +413,12 @@ async def serve_predict(
 
 async def _documented_predict(request: Request, name: str | None, version: str | None) -> Response:
     """The FastAPI route's body: the same handler (hosts that bypass the fast path)."""
-    reply = await serve_predict(
-        data_plane(request), HttpRequest(request.headers, request.receive), name, version
-    )
+    plane = data_plane(request)
+    held = HttpRequest(request.headers, request.receive, plane.body_budget)
+    try:
+        reply = await serve_predict(plane, held, name, version)
+    finally:
+        held.release()
     return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
 
 

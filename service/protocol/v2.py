@@ -598,7 +598,7 @@ async def serve_infer(
             model = plane.model(name, version)
             record.model = model.name
             header_timeout = timeout_header_s(request.headers, V2_STATUS)
-            body = await request.body(plane.settings.max_body_bytes)
+            body = await request.body(plane.settings.max_body_bytes, V2_STATUS)
             args = (
                 model,
                 body,
@@ -633,9 +633,12 @@ async def serve_infer(
 
 async def _documented_infer(request: Request, name: str, version: str | None) -> Response:
     """The FastAPI route's body: the same handler (hosts that bypass the fast path)."""
-    reply = await serve_infer(
-        data_plane(request), HttpRequest(request.headers, request.receive), name, version
-    )
+    plane = data_plane(request)
+    held = HttpRequest(request.headers, request.receive, plane.body_budget)
+    try:
+        reply = await serve_infer(plane, held, name, version)
+    finally:
+        held.release()
     return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
 
 

@@ -164,6 +164,20 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident size (VmHWM) since it started or since
+    :func:`reset_peak_rss`: the high-water mark, which sampling could miss."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start :func:`peak_rss_bytes` again from the current resident size (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def open_files_soft_limit(pid: int) -> int:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max open files"):
