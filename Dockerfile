@@ -47,15 +47,15 @@ RUN groupadd --system --gid 10001 watchtime \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY models ./models
-# Workers and onnxruntime threads come from the environment: one worker per core the
-# container is given, one intra-op thread each (see the README's Deploy section).
+# Workers and onnxruntime threads come from the environment. 0 is automatic: one worker per
+# core the container is given (its CPU quota), onnxruntime's threads shared out among them.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WATCHTIME_HOST=0.0.0.0 \
     WATCHTIME_PORT=8000 \
-    WATCHTIME_WORKERS=1 \
-    WATCHTIME_INTRA_OP_THREADS=1 \
+    WATCHTIME_WORKERS=0 \
+    WATCHTIME_INTRA_OP_THREADS=0 \
     WATCHTIME_INTER_OP_THREADS=1 \
     WATCHTIME_MODEL_REPOSITORY=/app/models
 USER 10001:10001
