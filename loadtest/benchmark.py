@@ -603,7 +603,7 @@ def main() -> int:
     cores = usable_cores()
     two = measure_workers(bodies, 0)  # the default: a worker per usable core
     print(f"defaults ({cores} workers): {two.rows_per_s:,.0f} rows/s")
-    write_report(rows, mine, two, (bare, served), profile, load_before, os.getloadavg()[0])
+    write_report(rows, mine, two, in_process, batch, profile, load_before, os.getloadavg()[0])
     return 0
 
 

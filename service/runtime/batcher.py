@@ -8,10 +8,12 @@ post-processed as one block of rows, whatever mix of options its requests asked 
 tiny request costs a share of a few numpy calls instead of hundreds of its own. A request
 larger than ``max_batch_rows`` is cut across runs and reassembled in order.
 
-All of that work runs on one thread per process, shared by every model
+All numpy work runs on one thread per process, shared by every model
 (:class:`WorkerThread`): numpy holds the GIL for small arrays, and several threads making
-small numpy calls are slower than one. The event loop keeps the sockets, the JSON and the
-queue; onnxruntime's own threads use the other cores during a run.
+small numpy calls are slower than one. onnxruntime runs on a second thread (it releases the
+GIL), and two batches of a model may be in flight, so one batch's run overlaps the next
+one's encoding or the last one's post-processing. The event loop keeps the sockets, the
+JSON and the queue.
 
 The queue is bounded in rows: past ``max_queue_rows`` a request is refused at once
 (:class:`QueueFull`), so overload shows as fast 429s instead of growing latency. A request
@@ -92,17 +94,28 @@ class WorkerThread:
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
+        self._runner: ThreadPoolExecutor | None = None
 
     @property
     def executor(self) -> ThreadPoolExecutor:
+        """The thread of all numpy work: encoding and post-processing."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="watchtime-batch")
         return self._executor
 
+    @property
+    def runner(self) -> ThreadPoolExecutor:
+        """The thread that waits on onnxruntime (which runs without the GIL)."""
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(1, thread_name_prefix="watchtime-ort")
+        return self._runner
+
     def shutdown(self, wait: bool) -> None:
         executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait)
+        runner, self._runner = self._runner, None
+        for pool in (executor, runner):
+            if pool is not None:
+                pool.shutdown(wait=wait)
 
 
 @dataclass(eq=False)
@@ -117,7 +130,7 @@ class _Pending:
     started: bool = False
     abandoned: bool = False
     delivered: int = 0
-    parts: list[Prediction] = field(default_factory=list)
+    parts: list[tuple[int, Prediction]] = field(default_factory=list)
 
     @property
     def left(self) -> int:
@@ -131,6 +144,25 @@ class _Piece:
     item: _Pending
     first: int
     count: int
+
+
+@dataclass
+class _Encoded:
+    """A batch between its stages: model inputs, their rows, and the blocks still live."""
+
+    tensors: dict[str, np.ndarray]
+    rows: int
+    live: list[int]
+    outcomes: list[Prediction | Exception | None]
+
+
+def _first(part: tuple[int, Prediction]) -> int:
+    return part[0]
+
+
+PIPELINE = 2
+"""Batches of one model in flight at once: one in onnxruntime while another is encoded or
+post-processed."""
 
 
 def pad_rows(tensors: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -169,6 +201,8 @@ class Batcher:
         self._own_worker = worker is None
         self._worker = worker if worker is not None else WorkerThread()
         self.loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(PIPELINE if config.enabled else 1)
+        self._inflight: set[asyncio.Task[None]] = set()
         self._task = self.loop.create_task(self._loop())
         self._last_run_s = 0.0
 
@@ -292,32 +326,65 @@ class Batcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), wait)
                     continue
+            await self._slots.acquire()  # at most PIPELINE batches in flight
+            self._drop_dead(time.monotonic())
             batch = self._cut()
             if not batch:
+                self._slots.release()
                 continue
             started = time.monotonic()
             for piece in batch:
                 if piece.first == 0:
                     wait_s = started - piece.item.enqueued
                     metrics.QUEUE_DURATION.labels(self._label).observe(wait_s)
-            try:
-                outcomes = await loop.run_in_executor(self._worker.executor, self._execute, batch)
-            except Exception as exc:  # the model failed: every request in the run learns why
-                for piece in batch:
-                    self._fail(piece.item, exc)
-                continue
-            self._deliver(batch, outcomes)
+            task = loop.create_task(self._process(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def _process(self, batch: list[_Piece]) -> None:
+        """One batch through the stages: encode, onnxruntime, post-process, deliver.
+
+        Encoding and post-processing run on the worker thread, onnxruntime on a thread of its
+        own, so one batch's run overlaps the next batch's encoding and the last one's
+        post-processing (onnxruntime releases the GIL; the numpy work stays on one thread).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            encoded = await loop.run_in_executor(self._worker.executor, self._prepare, batch)
+            params = None
+            if encoded.live:
+                params = await loop.run_in_executor(
+                    self._worker.runner, self._run, encoded.tensors, encoded.rows
+                )
+            outcomes = await loop.run_in_executor(
+                self._worker.executor, self._finish, batch, encoded, params
+            )
+        except Exception as exc:  # the model failed: every request in the run learns why
+            for piece in batch:
+                self._fail(piece.item, exc)
+            return
+        self._deliver(batch, outcomes)
 
     # ----------------------------------------------------------------- the worker thread
 
-    def _execute(self, batch: list[_Piece]) -> list[Prediction | Exception]:
-        """Encode, run and post-process the batch's rows as one block (worker thread)."""
+    def _prepare(self, batch: list[_Piece]) -> _Encoded:
+        """The batch's model inputs; blocks that cannot be encoded are answered with why."""
         outcomes: list[Prediction | Exception | None] = [None] * len(batch)
         live = list(range(len(batch)))
         tensors = self._encode(batch, live, outcomes)
         rows = sum(batch[i].count for i in live)
-        if live:
-            params = self._run(tensors, rows)
+        return _Encoded(tensors, rows, live, outcomes)
+
+    def _finish(
+        self, batch: list[_Piece], encoded: _Encoded, params: dict[str, FloatArray] | None
+    ) -> list[Prediction | Exception]:
+        """Post-process the batch's rows as one block (worker thread)."""
+        live, outcomes = encoded.live, encoded.outcomes
+        if live and params is not None:
             started = time.perf_counter()
             answers = postprocess_batch(
                 self.model, params, [(batch[i].count, batch[i].item.options) for i in live]
@@ -411,10 +478,13 @@ class Batcher:
             if isinstance(outcome, Exception):
                 self._fail(item, outcome)
                 continue
-            item.parts.append(outcome)
+            item.parts.append((piece.first, outcome))
             item.delivered += piece.count
             if item.delivered == item.n:
-                whole = item.parts[0] if len(item.parts) == 1 else concat_predictions(item.parts)
+                if len(item.parts) == 1:
+                    whole = item.parts[0][1]
+                else:  # batches may finish out of order: the parts go back in row order
+                    whole = concat_predictions([p for _, p in sorted(item.parts, key=_first)])
                 item.future.set_result(whole)
 
     async def close(self) -> None:
@@ -422,6 +492,9 @@ class Batcher:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        for task in list(self._inflight):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         for item in self._queue:
             if not item.future.done():
                 item.future.cancel()
