@@ -16,9 +16,11 @@ import numpy as np
 import orjson
 import pytest
 from api_support import (
+    MODELS,
     AppClient,
     Reference,
     app_client,
+    client_for,
     request_rows,
     shipped_repository,
 )
@@ -322,3 +324,34 @@ def test_same_option_requests_over_http_match_the_unbatched_app(
         assert got.json()["n"] == n
         for key in (*FIELDS, "quantiles", "intervals"):
             assert got.json()[key] == want[key], key
+
+
+def test_the_fastapi_routes_answer_as_the_fast_path(
+    repository: ModelRepository, batched: AppClient
+) -> None:
+    """Without the ASGI fast path, FastAPI's own routes serve: the same handlers, the same
+    answers and errors (for hosts that mount the app's router elsewhere)."""
+    from service.app import create_app
+    from service.config import Settings
+    from service.protocol.fastpath import FastPath
+
+    app = create_app(Settings(model_repository=MODELS), repository, handle_signals=False)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not FastPath]
+    body = _body(3, 40, quantiles=[0.3], intervals=[[0, 5], [5, None]])
+    v2_request = v2_body(3, 40, quantiles=[0.5])
+    bad = orjson.dumps({"features": {"user_id": [1]}})
+    for routed in client_for(app):
+        for path, content in [
+            (f"/v1/models/{MODEL}/predict", body),
+            (f"/v1/models/{MODEL}/versions/2/predict", body),
+            ("/v1/predict", bad),
+            (f"/v2/models/{MODEL}/infer", v2_request),
+        ]:
+            got = routed.post(path, content=content)
+            want = batched.post(path, content=content)
+            assert got.status_code == want.status_code, (path, got.text)
+            assert got.json() == want.json(), path
+        layer = app.middleware_stack  # built at the first request: the fast path is not in it
+        while layer is not None:
+            assert not isinstance(layer, FastPath)
+            layer = getattr(layer, "app", None)

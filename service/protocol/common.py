@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from service.dataplane import DataPlane, NotReady
 from service.protocol.errors import ApiError, from_exception, invalid
+from service.protocol.http import HttpRequest, Reply
 from service.runtime.repository import LoadedModel, ModelRepository
 from service.runtime.state import ServiceState
 
@@ -53,6 +54,23 @@ def resolve(request: Request, name: str | None, version: str | None = None) -> L
         return data_plane(request).model(name, version)
     except Exception as exc:
         raise from_exception(exc, 404, "") from None
+
+
+async def documented_route(
+    handler: Callable[..., Awaitable[Reply]], request: Request, *args: str | None
+) -> Response:
+    """A prediction route's body under FastAPI: the same handler the fast path calls.
+
+    Only a host that bypasses :mod:`service.protocol.fastpath` gets here; the body's bytes
+    go back to the budget whatever happens.
+    """
+    plane = data_plane(request)
+    held = HttpRequest(request.headers, request.receive, plane.body_budget)
+    try:
+        reply = await handler(plane, held, *args)
+    finally:
+        held.release()
+    return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
 
 
 def json_response(content: Any, status: int = 200) -> Response:

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from service.dataplane import DataPlane
 from service.protocol.common import (
     Version,
-    data_plane,
+    documented_route,
     json_response,
     resolve,
     service_state,
@@ -413,13 +413,7 @@ async def serve_predict(
 
 async def _documented_predict(request: Request, name: str | None, version: str | None) -> Response:
     """The FastAPI route's body: the same handler (hosts that bypass the fast path)."""
-    plane = data_plane(request)
-    held = HttpRequest(request.headers, request.receive, plane.body_budget)
-    try:
-        reply = await serve_predict(plane, held, name, version)
-    finally:
-        held.release()
-    return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
+    return await documented_route(serve_predict, request, name, version)
 
 
 PREDICT_DOC = {

@@ -34,7 +34,7 @@ from service.dataplane import DataPlane
 from service.protocol.common import (
     SERVER_VERSION,
     Version,
-    data_plane,
+    documented_route,
     json_response,
     resolve,
     service_state,
@@ -633,13 +633,7 @@ async def serve_infer(
 
 async def _documented_infer(request: Request, name: str, version: str | None) -> Response:
     """The FastAPI route's body: the same handler (hosts that bypass the fast path)."""
-    plane = data_plane(request)
-    held = HttpRequest(request.headers, request.receive, plane.body_budget)
-    try:
-        reply = await serve_infer(plane, held, name, version)
-    finally:
-        held.release()
-    return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
+    return await documented_route(serve_infer, request, name, version)
 
 
 V2_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from service.manifest import CategoricalFeature, Manifest
@@ -290,6 +292,31 @@ def v2_inputs(n: int, name: str = "egmn") -> list[dict[str, Any]]:
             datatype = "INT64"
         inputs.append({"name": source, "datatype": datatype, "shape": [n], "data": values})
     return inputs
+
+
+def v2_binary_body(
+    tensors: list[dict[str, Any]], parameters: dict[str, Any] | None = None
+) -> tuple[bytes, int]:
+    """v2 JSON tensors (as :func:`v2_inputs` makes them) as a binary-extension body, and the
+    length of its JSON header."""
+    header_inputs: list[dict[str, Any]] = []
+    blobs = []
+    for tensor in tensors:
+        kind, values = tensor["datatype"], tensor["data"]
+        if kind == "BYTES":
+            blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+        else:
+            blob = np.asarray(values, "<i8" if kind == "INT64" else "<f8").tobytes()
+        header_inputs.append(
+            {"name": tensor["name"], "datatype": kind, "shape": tensor["shape"]}
+            | {"parameters": {"binary_data_size": len(blob)}}
+        )
+        blobs.append(blob)
+    doc: dict[str, Any] = {"inputs": header_inputs}
+    if parameters:
+        doc["parameters"] = parameters
+    header = orjson.dumps(doc)
+    return header + b"".join(blobs), len(header)
 
 
 def predict_body(n: int = 2) -> bytes:

@@ -12,7 +12,6 @@ import gzip
 import struct
 import time
 import zlib
-from typing import Any
 
 import numpy as np
 import orjson
@@ -28,6 +27,7 @@ from hostile_support import (
     rss_bytes,
     scaled,
     timed_get,
+    v2_binary_body,
     v2_inputs,
 )
 
@@ -61,22 +61,7 @@ def test_the_bomb_builder_makes_what_it_says() -> None:
 
 
 def _binary_v2(n: int) -> tuple[bytes, int]:
-    """A v2 binary-tensor body for ``n`` example rows and its JSON header's length."""
-    header_inputs: list[dict[str, Any]] = []
-    blobs = []
-    for tensor in v2_inputs(n):
-        kind, values = tensor["datatype"], tensor["data"]
-        if kind == "BYTES":
-            blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
-        else:
-            blob = np.asarray(values, "<i8" if kind == "INT64" else "<f8").tobytes()
-        header_inputs.append(
-            {"name": tensor["name"], "datatype": kind, "shape": tensor["shape"]}
-            | {"parameters": {"binary_data_size": len(blob)}}
-        )
-        blobs.append(blob)
-    header = orjson.dumps({"inputs": header_inputs, "parameters": {"quantiles": [0.5]}})
-    return header + b"".join(blobs), len(header)
+    return v2_binary_body(v2_inputs(n), {"quantiles": [0.5]})
 
 
 def test_gzip_and_deflate_bodies_answer_as_plain_ones(service: ServiceProcess) -> None:

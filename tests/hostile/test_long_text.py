@@ -10,11 +10,9 @@ the field and the row, at once, and the worker's memory grows by about the body.
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 from hostile_support import (
@@ -26,6 +24,7 @@ from hostile_support import (
     rss_bytes,
     scaled,
     timed_get,
+    v2_binary_body,
     v2_inputs,
 )
 
@@ -75,21 +74,7 @@ def _v2_json(length: int) -> bytes:
 
 
 def _v2_binary(length: int) -> tuple[bytes, int]:
-    header_inputs = []
-    blobs = []
-    for tensor in _v2_tensors(length):
-        kind, values = tensor["datatype"], tensor["data"]
-        if kind == "BYTES":
-            blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
-        else:
-            blob = np.asarray(values, "<i8" if kind == "INT64" else "<f8").tobytes()
-        parameters = {"binary_data_size": len(blob)}
-        header_inputs.append(
-            {"name": tensor["name"], "datatype": kind, "shape": [ROWS], "parameters": parameters}
-        )
-        blobs.append(blob)
-    header = orjson.dumps({"inputs": header_inputs})
-    return header + b"".join(blobs), len(header)
+    return v2_binary_body(_v2_tensors(length))
 
 
 FORMS = ["native columns", "native rows", "v2 JSON", "v2 binary"]
