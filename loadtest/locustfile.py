@@ -31,16 +31,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from model_export.data import load_joined, raw_columns, split_by_day  # noqa: E402
+from service.versions import highest_version_dir  # noqa: E402
 
 MODEL = os.environ.get("WATCHTIME_LOAD_MODEL", "egmn")
-# The version the service serves by default: the highest numeric one (the image of the load
-# profile has no onnxruntime, so this does not import the service's repository code).
+# The version the service serves by default: the highest numeric one (from the standard-
+# library module of that rule: the image of the load profile has no onnxruntime).
 MODEL_DIR = Path(
     os.environ.get("WATCHTIME_LOAD_MODEL_DIR")
-    or max(
-        (p for p in (ROOT / "models" / MODEL).iterdir() if p.name.isdigit()),
-        key=lambda p: int(p.name),
-    )
+    or highest_version_dir(ROOT / "models" / MODEL)
+    or ROOT / "models" / MODEL / "1"
 )
 MIN_ROWS = int(os.environ.get("WATCHTIME_LOAD_MIN_ROWS", "50"))
 MAX_ROWS = int(os.environ.get("WATCHTIME_LOAD_MAX_ROWS", "500"))

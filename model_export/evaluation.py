@@ -37,6 +37,7 @@ from model_export.onnx_eval import ExportedModel
 from model_export.pipeline import encode
 from service.distributions import Distribution
 from service.runtime.features import encode_features
+from service.versions import highest_version_dir
 
 DURATION_GROUPS: tuple[tuple[str, float, float], ...] = (
     ("unknown", math.nan, math.nan),
@@ -719,11 +720,7 @@ def score_d2q(run: BaselineRun, split: Split) -> Scored:
 
 def served_dir(models_dir: Path, name: str) -> Path | None:
     """The directory a bare model name serves: its highest numeric version (the service's rule)."""
-    root = models_dir / name
-    if not root.is_dir():
-        return None
-    versions = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
+    return highest_version_dir(models_dir / name)
 
 
 def collect(

@@ -38,6 +38,7 @@ from model_export.pipeline import (
     training_window,
 )
 from model_export.train import Encoded, TrainConfig, fit_calibration
+from service.versions import version_dirs
 
 # The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -127,10 +128,7 @@ def score_shipped(models_dir: Path, split: Split) -> dict[str, dict[str, float]]
     y = labels(part)
     out: dict[str, dict[str, float]] = {}
     for model_dir in sorted(models_dir.iterdir()):
-        versions = sorted(
-            (v for v in model_dir.iterdir() if v.name.isdigit()), key=lambda v: int(v.name)
-        )
-        for version in versions:
+        for version in version_dirs(model_dir):
             model = ExportedModel(version)
             columns = raw_columns(part, model.manifest.source_columns())
             dist = model.distribution(columns)

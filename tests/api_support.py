@@ -23,12 +23,13 @@ from service.distributions import Distribution, get_family
 from service.manifest import Manifest
 from service.runtime.features import encode_features
 from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.versions import version_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 # Every shipped EGMN version, oldest first; a bare name serves the highest (the service's
 # rule), so the default model's reference is the last one.
-EGMN_VERSIONS = sorted((p.name for p in (MODELS / "egmn").iterdir() if p.name.isdigit()), key=int)
+EGMN_VERSIONS = [p.name for p in version_dirs(MODELS / "egmn")]
 SERVED_VERSION = EGMN_VERSIONS[-1]
 SHIPPED = MODELS / "egmn" / SERVED_VERSION
 

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from service.distributions import Distribution, get_family
 from service.manifest import CategoricalFeature, Manifest, verify_onnx_sha256
 from service.runtime.features import required_columns
+from service.versions import highest_version_dir
 
 log = logging.getLogger("watchtime.repository")
 
@@ -275,10 +276,10 @@ def discover(root: Path) -> list[Path]:
 
 def latest_version_dir(root: Path, name: str) -> Path:
     """``root/<name>/<highest numeric version>/``: the version served when none is named."""
-    versions = [p for p in discover(root) if p.parent.name == name]
-    if not versions:
+    found = highest_version_dir(root / name)
+    if found is None:
         raise UnknownModelError(name)
-    return max(versions, key=lambda p: int(p.name))
+    return found
 
 
 def load_repository(

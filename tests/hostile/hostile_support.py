@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from service.manifest import CategoricalFeature, Manifest
+from service.versions import highest_version_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -255,8 +256,9 @@ def status_of(raw: bytes) -> int | None:
 
 
 def served_manifest(name: str = "egmn") -> Manifest:
-    versions = [p for p in (MODELS / name).iterdir() if p.name.isdigit()]
-    return Manifest.read(max(versions, key=lambda p: int(p.name)) / "manifest.json")
+    served = highest_version_dir(MODELS / name)
+    assert served is not None, name
+    return Manifest.read(served / "manifest.json")
 
 
 def example_columns(n: int, name: str = "egmn") -> dict[str, list[Any]]:
