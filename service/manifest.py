@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -258,3 +259,31 @@ def sha256_file(path: Path) -> str:
 def verify_onnx_sha256(manifest: Manifest, model_path: Path) -> bool:
     """True when ``model_path`` is the exact file the manifest was written for."""
     return sha256_file(model_path) == manifest.onnx_sha256
+
+
+_T = TypeVar("_T")
+
+DERIVED_CACHE_SIZE = 4096
+"""Entries one cache of :func:`derived_once` holds before it is cleared."""
+
+
+def derived_once(
+    cache: dict[int, tuple[object, _T]],
+    owner: object,
+    build: Callable[[], _T],
+    size: int = DERIVED_CACHE_SIZE,
+) -> _T:
+    """``build()`` made once per ``owner``: a manifest, or a feature spec or list of one.
+
+    Manifests are immutable, so what the service derives from them (arrays, lookup tables,
+    the published document) is kept per object; the entry holds the owner, so its id cannot
+    be reused meanwhile. A cache is bounded by clearing it once it holds ``size`` entries.
+    """
+    hit = cache.get(id(owner))
+    if hit is not None and hit[0] is owner:
+        return hit[1]
+    value = build()
+    if len(cache) >= size:
+        cache.clear()
+    cache[id(owner)] = (owner, value)
+    return value

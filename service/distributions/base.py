@@ -231,13 +231,20 @@ class Distribution(ABC):
         if e.ndim != 2 or e.shape[1] != 2:
             raise ValueError(f"edges must be (m, 2); got {e.shape}")
         self._check_edges(e, e[None, :, 0], e[None, :, 1])
-        points, inverse = np.unique(np.append(e.ravel(), t), return_inverse=True)
+        masses, at = self._shared_masses(e, np.array([t], dtype=np.float64))
+        return masses, np.ascontiguousarray(at[:, 0])
+
+    def _shared_masses(self, e: FloatArray, extra: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Masses of shared ``(m, 2)`` edges and the CDF at ``extra`` points, ``(n, k)``.
+
+        One CDF evaluation per distinct point among both, not two per interval.
+        """
+        points, inverse = np.unique(np.concatenate([e.ravel(), extra]), return_inverse=True)
         at = self._cdf_grid(points[None, :])
-        pairs = at[:, inverse[:-1].reshape(e.shape)]
-        masses = np.clip(
-            pairs[:, :, 1] - np.where(e[None, :, 0] <= 0, 0.0, pairs[:, :, 0]), 0.0, 1.0
-        )
-        return masses, np.ascontiguousarray(at[:, inverse[-1]])
+        pairs = at[:, inverse[: e.size].reshape(e.shape)]
+        f_lo, f_hi = pairs[:, :, 0], pairs[:, :, 1]
+        masses = np.clip(f_hi - np.where(e[None, :, 0] <= 0, 0.0, f_lo), 0.0, 1.0)
+        return masses, at[:, inverse[e.size :]]
 
     @staticmethod
     def _check_edges(e: FloatArray, lo: FloatArray, hi: FloatArray) -> None:
@@ -259,12 +266,8 @@ class Distribution(ABC):
             raise ValueError(f"edges must be (m, 2) or ({self.n}, m, 2); got {e.shape}")
         self._check_edges(e, lo, hi)
         if shared:
-            # Shared edges: one CDF evaluation per distinct edge, not two per interval.
-            points, inverse = np.unique(e, return_inverse=True)
-            at = self._cdf_grid(points[None, :])[:, inverse.reshape(e.shape)]
-            f_lo, f_hi = at[:, :, 0], at[:, :, 1]
-        else:
-            m = lo.shape[1]
-            both = self._cdf_grid(np.concatenate([lo, hi], axis=1))
-            f_lo, f_hi = both[:, :m], both[:, m:]
+            return self._shared_masses(e, np.empty(0))[0]
+        m = lo.shape[1]
+        both = self._cdf_grid(np.concatenate([lo, hi], axis=1))
+        f_lo, f_hi = both[:, :m], both[:, m:]
         return np.clip(f_hi - np.where(lo <= 0, 0.0, f_lo), 0.0, 1.0)

@@ -52,12 +52,11 @@ GRID_SPAN = 1e6
 GRID_POWER = 2.0
 # Safeguarded Newton steps on the cubic model of a grid cell (cheap: no components).
 CUBIC_STEPS = 6
-# Float32 Newton steps before the float64 search, for calls with enough pairs that
-# throughput, not the number of numpy calls, sets the cost.
+# Float32 Newton steps before the float64 search, in every call: a pair's answer must not
+# depend on how many pairs share the call (a batch's rows are answered bit for bit as alone).
 FLOAT32_STEPS = 4
 # The same with Halley's steps, where the family gives the density's derivative.
 HALLEY32_STEPS = 3
-FLOAT32_MIN_PAIRS = 0
 # Below this, the sign of a float32 CDF minus a level says nothing.
 FLOAT32_NOISE = 2e-6
 # A level this close to a float32 grid value may lie in the neighbouring cell.
@@ -258,7 +257,7 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
     u_lo = np.log(lo)
     u_hi = np.log(hi)
     u = u_lo + (u_hi - u_lo) * _cubic_start(qq - f_lo, f_hi - f_lo, d_lo, d_hi, u_hi - u_lo)
-    if dist.has_float32_kernel and n * m >= FLOAT32_MIN_PAIRS:
+    if dist.has_float32_kernel:
         u = _float32_newton(dist, u, u_lo, u_hi, qq, idx, n, m)
 
     # rtsafe's guard: a Newton step that leaves the bracket, or would not at least halve

@@ -16,7 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.dataplane import ClientGone, DeadlineExceeded, NotReady, QueueFull
+from service.dataplane import (
+    CLIENT_GONE_STATUS,
+    ClientGone,
+    DeadlineExceeded,
+    NotReady,
+    QueueFull,
+)
 from service.runtime.features import FeatureError
 from service.runtime.inference import InvalidInput
 from service.runtime.repository import UnknownModelError
@@ -52,17 +58,6 @@ def invalid(status: int, field: str, message: str, row: int | None = None) -> Ap
     """A 4xx about one request field (and row), with the field named in the message too."""
     where = field + (f", row {row}" if row is not None else "")
     return ApiError(status, f"{where}: {message}", field=field, row=row)
-
-
-def from_feature_error(exc: FeatureError, status: int, prefix: str) -> ApiError:
-    """Map the runtime's FeatureError to an ApiError on field ``<prefix>.<feature>``."""
-    text = str(exc)
-    message = text.split(": ", 1)[1] if ": " in text else text
-    return invalid(status, f"{prefix}.{exc.feature}", message, exc.row)
-
-
-def from_invalid_input(exc: InvalidInput, status: int) -> ApiError:
-    return ApiError(status, str(exc), field=exc.field, row=exc.row)
 
 
 def from_unknown_model(exc: UnknownModelError) -> ApiError:
@@ -101,7 +96,7 @@ def from_exception(exc: BaseException, status: int, prefix: str) -> ApiError:
     if isinstance(exc, NotReady):
         return ApiError(503, "models are not loaded yet", code="not_ready")
     if isinstance(exc, ClientGone):
-        return ApiError(499, "the client disconnected", code="client_gone")
+        return ApiError(CLIENT_GONE_STATUS, "the client disconnected", code="client_gone")
     if isinstance(exc, MemoryError):
         return ApiError(413, "the request needs more memory than the server has", code="too_large")
     log.error("unhandled error in a prediction", exc_info=exc)

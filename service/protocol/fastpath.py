@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from service.dataplane import DataPlane
+from service.dataplane import CLIENT_GONE_STATUS, DataPlane
 from service.protocol.http import HttpRequest, Receive, Reply, Scope, Send
 from service.protocol.native import serve_predict
 from service.protocol.v2 import serve_infer
@@ -62,7 +62,7 @@ class FastPath:
                     reply = await handler(self.plane, request, name, version)
                 finally:
                     request.release()  # on every path: answered, refused, failed, cancelled
-                if reply.status != 499:  # nobody is left to read an answer
+                if reply.status != CLIENT_GONE_STATUS:  # nobody is left to read an answer
                     await reply.send(send)
                 return
         await self.app(scope, receive, send)

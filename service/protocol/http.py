@@ -23,7 +23,7 @@ from typing import Any
 
 from service.budget import ByteBudget
 from service.dataplane import ClientGone
-from service.protocol.errors import ApiError
+from service.protocol.errors import ApiError, error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,7 +51,6 @@ class HttpRequest:
     headers: Mapping[str, str]
     receive: Receive
     budget: ByteBudget | None = None
-    body_done: bool = False
     held: int = 0
 
     @classmethod
@@ -103,7 +102,6 @@ class HttpRequest:
                 break
         if inflater is not None:
             inflater.finish()
-        self.body_done = True
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def hold(self, n: int) -> None:
@@ -220,6 +218,11 @@ class Reply:
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, err: ApiError, v2: bool) -> Reply:
+        """The error's status, headers and JSON body as its protocol writes it."""
+        return cls(err.status, error_body(err, v2), headers=err.headers)
 
     async def send(self, send: Send) -> None:
         raw = [

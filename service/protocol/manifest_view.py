@@ -13,23 +13,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.manifest import Manifest, vocabulary_sha256
+from service.manifest import Manifest, derived_once, vocabulary_sha256
 
-_CACHE: dict[int, tuple[Manifest, dict[str, Any], dict[str, Any]]] = {}
-_CACHE_SIZE = 256
+_CACHE: dict[int, tuple[object, tuple[dict[str, Any], dict[str, Any]]]] = {}
+_CACHE_SIZE = 256  # whole documents: fewer than the feature caches hold
 
 
 def published_manifest(manifest: Manifest, vocabularies: bool = False) -> dict[str, Any]:
     """The manifest's JSON document, with each vocabulary replaced by its size and hash
-    unless ``vocabularies``; built once per manifest (manifests are immutable)."""
-    hit = _CACHE.get(id(manifest))
-    if hit is None or hit[0] is not manifest:
+    unless ``vocabularies``; built once per manifest."""
+
+    def build() -> tuple[dict[str, Any], dict[str, Any]]:
         full = manifest.model_dump(mode="json")
-        redacted = {**full, "features": [_redacted(f) for f in full["features"]]}
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.clear()
-        hit = _CACHE[id(manifest)] = (manifest, full, redacted)
-    return hit[1] if vocabularies else hit[2]
+        return full, {**full, "features": [_redacted(f) for f in full["features"]]}
+
+    full, redacted = derived_once(_CACHE, manifest, build, _CACHE_SIZE)
+    return full if vocabularies else redacted
 
 
 def _redacted(feature: dict[str, Any]) -> dict[str, Any]:

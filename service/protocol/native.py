@@ -34,9 +34,7 @@ from service.protocol.common import (
 )
 from service.protocol.errors import (
     ApiError,
-    error_body,
     from_exception,
-    from_invalid_input,
     invalid,
 )
 from service.protocol.http import HttpRequest, Reply
@@ -264,7 +262,7 @@ def options_from(doc: Mapping[str, Any], status: int) -> PredictOptions:
     try:
         return PredictOptions.create(levels, pairs, threshold, return_params)
     except InvalidInput as exc:
-        raise from_invalid_input(exc, status) from None
+        raise from_exception(exc, status, "features") from None
 
 
 def _row_count(doc: Mapping[str, Any]) -> int:
@@ -377,10 +375,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-LARGE_BODY_BYTES = 256 * 1024
-"""Bodies above this are decoded on the process's decoding thread, not the event loop."""
-
-
 async def serve_predict(
     plane: DataPlane, request: HttpRequest, name: str | None, version: str | None
 ) -> Reply:
@@ -394,19 +388,16 @@ async def serve_predict(
             timeout = timeout_header_s(request.headers, NATIVE_STATUS)
             deadline = plane.deadline(arrival, timeout)
             body = await request.body(plane.settings.max_body_bytes)
-            args = (model, body, plane.settings.max_request_rows, plane.admission(model))
-            if len(body) > LARGE_BODY_BYTES:
-                decoded = await plane.offload(decode_request, *args)
-            else:
-                decoded = decode_request(*args)
+            decoded = await plane.decode(
+                decode_request, model, body, plane.settings.max_request_rows, plane.admission(model)
+            )
             form = decoded.form
             result = await plane.infer(
                 model, decoded.columns, decoded.n, decoded.options, deadline, request.disconnected()
             )
             reply = Reply(200, encode_prediction(model, result, decoded.options))
         except Exception as exc:  # every failure becomes the protocol's error body
-            err = from_exception(exc, NATIVE_STATUS, form)
-            reply = Reply(err.status, error_body(err, v2=False), headers=err.headers)
+            reply = Reply.error(from_exception(exc, NATIVE_STATUS, form), v2=False)
         record.status = reply.status
     return reply
 

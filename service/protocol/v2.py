@@ -41,7 +41,7 @@ from service.protocol.common import (
     serving_repository,
     timeout_header_s,
 )
-from service.protocol.errors import ApiError, error_body, from_exception
+from service.protocol.errors import ApiError, from_exception
 from service.protocol.http import HttpRequest, Reply
 from service.protocol.schemas import ErrorBody, v2_request_body
 from service.runtime.features import MAX_STRING_CHARS
@@ -584,10 +584,6 @@ async def model_version_ready(request: Request, name: str, version: Version) -> 
     return _model_ready(request, name, version)
 
 
-LARGE_BODY_BYTES = 256 * 1024
-"""Bodies above this are decoded on the process's decoding thread, not the event loop."""
-
-
 async def serve_infer(
     plane: DataPlane, request: HttpRequest, name: str, version: str | None
 ) -> Reply:
@@ -599,17 +595,14 @@ async def serve_infer(
             record.model = model.name
             header_timeout = timeout_header_s(request.headers, V2_STATUS)
             body = await request.body(plane.settings.max_body_bytes, V2_STATUS)
-            args = (
+            decoded = await plane.decode(
+                decode,
                 model,
                 body,
                 request.headers.get(HEADER_LENGTH),
                 plane.settings.max_request_rows,
                 plane.admission(model),
             )
-            if len(body) > LARGE_BODY_BYTES:
-                decoded = await plane.offload(decode, *args)
-            else:
-                decoded = decode(*args)
             deadline = plane.deadline(arrival, header_timeout, decoded.timeout_s)
             result = await plane.infer(
                 model, decoded.columns, decoded.n, decoded.options, deadline, request.disconnected()
@@ -625,8 +618,7 @@ async def serve_infer(
                     {"Inference-Header-Content-Length": str(json_length)},
                 )
         except Exception as exc:  # every failure becomes the protocol's error body
-            err = from_exception(exc, V2_STATUS, "inputs")
-            reply = Reply(err.status, error_body(err, v2=True), headers=err.headers)
+            reply = Reply.error(from_exception(exc, V2_STATUS, "inputs"), v2=True)
         record.status = reply.status
     return reply
 

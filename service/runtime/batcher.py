@@ -41,6 +41,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -156,10 +157,6 @@ class _Encoded:
     outcomes: list[Prediction | Exception | None]
 
 
-def _first(part: tuple[int, Prediction]) -> int:
-    return part[0]
-
-
 PIPELINE = 2
 """Batches of one model in flight at once: one in onnxruntime while another is encoded or
 post-processed."""
@@ -256,7 +253,13 @@ class Batcher:
             raise
 
     def _abandon(self, item: _Pending) -> None:
-        if not item.abandoned and not item.future.done():
+        """Drop the rows of a request nobody waits for any more (not answered yet)."""
+        if not item.future.done():
+            self._release(item)
+
+    def _release(self, item: _Pending) -> None:
+        """Take the request's rows that have not started out of the queue, once."""
+        if not item.abandoned:
             item.abandoned = True
             self._add_queued(-item.left)
             item.taken = item.n
@@ -277,9 +280,7 @@ class Batcher:
             if item.abandoned:
                 continue
             if item.deadline is not None and item.deadline <= now and not item.started:
-                self._add_queued(-item.left)
-                item.abandoned = True
-                item.taken = item.n
+                self._release(item)
                 if not item.future.done():
                     item.future.set_exception(DeadlineExceeded())
                 continue
@@ -296,8 +297,6 @@ class Batcher:
                 self._queue.popleft()
                 continue
             take = item.left if budget is None else min(item.left, budget)
-            if budget is not None and take == 0 and item.left:
-                break
             batch.append(_Piece(item, item.taken, take))
             item.started = True
             item.taken += take
@@ -465,10 +464,7 @@ class Batcher:
     def _fail(self, item: _Pending, exc: BaseException) -> None:
         if not item.future.done():
             item.future.set_exception(exc)
-        if not item.abandoned:
-            item.abandoned = True
-            self._add_queued(-item.left)
-            item.taken = item.n
+        self._release(item)
 
     def _deliver(self, batch: list[_Piece], outcomes: list[Prediction | Exception]) -> None:
         for piece, outcome in zip(batch, outcomes, strict=True):
@@ -484,7 +480,9 @@ class Batcher:
                 if len(item.parts) == 1:
                     whole = item.parts[0][1]
                 else:  # batches may finish out of order: the parts go back in row order
-                    whole = concat_predictions([p for _, p in sorted(item.parts, key=_first)])
+                    whole = concat_predictions(
+                        [p for _, p in sorted(item.parts, key=itemgetter(0))]
+                    )
                 item.future.set_result(whole)
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ from service.manifest import (
     InputTensor,
     Manifest,
     NumericFeature,
+    derived_once,
 )
 
 Array = npt.NDArray[np.generic]
@@ -142,42 +143,32 @@ def _lookup(vocabulary: Array, values: Array) -> IntArray:
     return index
 
 
-_ARRAY_CACHE: dict[int, tuple[CategoricalFeature, Array, Array]] = {}
-_ARRAY_CACHE_SIZE = 4096
+_ARRAY_CACHE: dict[int, tuple[object, tuple[Array, Array]]] = {}
 
 
 def _vocabulary_arrays(spec: CategoricalFeature) -> tuple[Array, Array]:
     """The spec's vocabulary and missing sentinels as numpy arrays, built once per spec.
 
     Turning a vocabulary of tens of thousands of ids from a list into an array costs
-    milliseconds, far more than the lookup itself; manifests are immutable, so the arrays are
-    kept per spec object (the entry holds the spec, so its id cannot be reused meanwhile).
+    milliseconds, far more than the lookup itself.
     """
-    hit = _ARRAY_CACHE.get(id(spec))
-    if hit is not None and hit[0] is spec:
-        return hit[1], hit[2]
-    dtype = np.str_ if spec.dtype == "string" else np.int64
-    vocab = np.asarray(spec.vocabulary, dtype=dtype)
-    sentinels = np.asarray(spec.missing_values, dtype=dtype)
-    if len(_ARRAY_CACHE) >= _ARRAY_CACHE_SIZE:
-        _ARRAY_CACHE.clear()
-    _ARRAY_CACHE[id(spec)] = (spec, vocab, sentinels)
-    return vocab, sentinels
+
+    def build() -> tuple[Array, Array]:
+        dtype = np.str_ if spec.dtype == "string" else np.int64
+        vocab = np.asarray(spec.vocabulary, dtype=dtype)
+        return vocab, np.asarray(spec.missing_values, dtype=dtype)
+
+    return derived_once(_ARRAY_CACHE, spec, build)
 
 
-_NUMERIC_CACHE: dict[int, tuple[NumericFeature, Array]] = {}
+_NUMERIC_CACHE: dict[int, tuple[object, Array]] = {}
 
 
 def _numeric_sentinels(spec: NumericFeature) -> Array:
     """The spec's missing-value sentinels as a float array, built once per spec."""
-    hit = _NUMERIC_CACHE.get(id(spec))
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    sentinels = np.asarray(spec.missing_values, dtype=np.float64)
-    if len(_NUMERIC_CACHE) >= _ARRAY_CACHE_SIZE:
-        _NUMERIC_CACHE.clear()
-    _NUMERIC_CACHE[id(spec)] = (spec, sentinels)
-    return sentinels
+    return derived_once(
+        _NUMERIC_CACHE, spec, lambda: np.asarray(spec.missing_values, dtype=np.float64)
+    )
 
 
 def _is_any_of(values: Array, sentinels: Array) -> BoolArray:
@@ -190,7 +181,7 @@ def _is_any_of(values: Array, sentinels: Array) -> BoolArray:
     return np.asarray(out, dtype=np.bool_)
 
 
-_TEXT_CACHE: dict[int, tuple[CategoricalFeature, dict[object, int]]] = {}
+_TEXT_CACHE: dict[int, tuple[object, dict[object, int]]] = {}
 
 
 def _text_table(spec: CategoricalFeature) -> dict[object, int]:
@@ -199,19 +190,17 @@ def _text_table(spec: CategoricalFeature) -> dict[object, int]:
     Holds every vocabulary entry (its first position, as the sorted search finds it), the
     missing sentinels and None (both the missing index, which wins over the vocabulary).
     """
-    hit = _TEXT_CACHE.get(id(spec))
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    vocab, sentinels = _vocabulary_arrays(spec)
-    table: dict[object, int] = {}
-    for i, value in enumerate(vocab.tolist()):
-        table.setdefault(value, i + FIRST_VOCAB_INDEX)
-    for value in [*sentinels.tolist(), None]:
-        table[value] = MISSING_INDEX
-    if len(_TEXT_CACHE) >= _ARRAY_CACHE_SIZE:
-        _TEXT_CACHE.clear()
-    _TEXT_CACHE[id(spec)] = (spec, table)
-    return table
+
+    def build() -> dict[object, int]:
+        vocab, sentinels = _vocabulary_arrays(spec)
+        table: dict[object, int] = {}
+        for i, value in enumerate(vocab.tolist()):
+            table.setdefault(value, i + FIRST_VOCAB_INDEX)
+        for value in [*sentinels.tolist(), None]:
+            table[value] = MISSING_INDEX
+        return table
+
+    return derived_once(_TEXT_CACHE, spec, build)
 
 
 def _encode_text(spec: CategoricalFeature, values: Array) -> IntArray | None:
@@ -383,21 +372,18 @@ class _JointLookup:
         return index
 
 
-_JOINT_CACHE: dict[int, tuple[Sequence[FeatureSpec], _JointLookup]] = {}
+_JOINT_CACHE: dict[int, tuple[object, _JointLookup]] = {}
 
 
 def _joint_lookup(features: Sequence[FeatureSpec]) -> _JointLookup:
-    """The joint lookup of a feature list, built once per list (manifests are immutable)."""
-    hit = _JOINT_CACHE.get(id(features))
-    if hit is not None and hit[0] is features:
-        return hit[1]
-    joint = _JointLookup(
-        [f for f in features if isinstance(f, CategoricalFeature) and _JointLookup.fits(f)]
+    """The joint lookup of a feature list, built once per list."""
+    return derived_once(
+        _JOINT_CACHE,
+        features,
+        lambda: _JointLookup(
+            [f for f in features if isinstance(f, CategoricalFeature) and _JointLookup.fits(f)]
+        ),
     )
-    if len(_JOINT_CACHE) >= _ARRAY_CACHE_SIZE:
-        _JOINT_CACHE.clear()
-    _JOINT_CACHE[id(features)] = (features, joint)
-    return joint
 
 
 def _column_length(columns: Mapping[str, Array], sources: Sequence[str]) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service import metrics
-from service.distributions import ParameterError
+from service.distributions import Distribution, ParameterError
 from service.runtime.features import FeatureError, encode_features
 from service.runtime.repository import LoadedModel, ModelLoadError, example_columns
 
@@ -97,6 +97,12 @@ class PredictOptions:
                 "quick_skip_threshold_s", f"{quick_skip_threshold_s!r} is not a finite number >= 0"
             )
         return cls(q, e, quick_skip_threshold_s, return_params)
+
+    def threshold(self, default: float) -> float:
+        """The quick-skip threshold asked for, else the model's ``default``."""
+        return float(
+            default if self.quick_skip_threshold_s is None else self.quick_skip_threshold_s
+        )
 
     def key(self) -> tuple[object, ...]:
         """A hashable value equal for options that ask for exactly the same numbers."""
@@ -222,6 +228,14 @@ def _first_bad_row(params: Mapping[str, FloatArray]) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
+def _distribution(model: LoadedModel, params: dict[str, FloatArray]) -> Distribution:
+    """The model's family over ``params``; InvalidInput when they are not a distribution."""
+    try:
+        return model.family.from_params(params)
+    except ParameterError as exc:
+        raise InvalidInput("features", f"the model output is not a distribution: {exc}") from None
+
+
 def postprocess(
     model: LoadedModel, params: dict[str, FloatArray], options: PredictOptions
 ) -> Prediction:
@@ -229,16 +243,9 @@ def postprocess(
     bad_row = _first_bad_row(params)
     if bad_row is not None:
         raise InvalidInput("features", "the model gives no finite distribution here", bad_row)
-    try:
-        dist = model.family.from_params(params)
-    except ParameterError as exc:
-        raise InvalidInput("features", f"the model output is not a distribution: {exc}") from None
+    dist = _distribution(model, params)
     n = dist.n
-    threshold = (
-        options.quick_skip_threshold_s
-        if options.quick_skip_threshold_s is not None
-        else model.manifest.quick_skip_threshold_s
-    )
+    threshold = options.threshold(model.manifest.quick_skip_threshold_s)
     quantiles = None
     if options.quantiles is not None:
         quantiles = (
@@ -251,7 +258,7 @@ def postprocess(
     if options.intervals is not None:
         if n:
             # One CDF evaluation for the threshold and every distinct edge together.
-            masses, quick_skip = dist.interval_mass_and_cdf(options.intervals, float(threshold))
+            masses, quick_skip = dist.interval_mass_and_cdf(options.intervals, threshold)
         else:
             masses = np.empty((0, options.intervals.shape[0]), dtype=np.float64)
     if quick_skip is None:
@@ -261,7 +268,7 @@ def postprocess(
         mean=dist.mean(),
         point=dist.point(),
         std=dist.stddev(),
-        quick_skip_threshold_s=float(threshold),
+        quick_skip_threshold_s=threshold,
         quick_skip_prob=quick_skip,
         quantiles=quantiles,
         interval_mass=masses,
@@ -269,41 +276,24 @@ def postprocess(
     )
 
 
-def _padded_levels(options: Sequence[PredictOptions], counts: Sequence[int]) -> FloatArray | None:
-    """Per-row quantile levels ``(rows, m)`` for requests asking different ones.
+def _per_row(
+    values: Sequence[FloatArray | None], filler: FloatArray, counts: Sequence[int]
+) -> FloatArray | None:
+    """Each request's levels ``(m,)`` or edges ``(m, 2)`` on each of its rows.
 
-    A request's row carries its own levels, padded to the widest request by repeating its
-    last level (or 0.5 where it asks none); each request later keeps only its own columns.
-    A (row, level) root depends on nothing but that row and level, so padding changes no
-    answer.
+    Padded to the widest request by repeating its last entry (``filler`` where it asks
+    none); each request later keeps only its own columns. A row's statistic at one level or
+    interval depends on nothing but that row and that level or interval, so padding changes
+    no answer. None when no request asks any.
     """
-    width = max((o.quantiles.size for o in options if o.quantiles is not None), default=0)
+    width = max((v.shape[0] for v in values if v is not None), default=0)
     if width == 0:
         return None
     blocks = []
-    for opts, count in zip(options, counts, strict=True):
-        q = opts.quantiles if opts.quantiles is not None and opts.quantiles.size else None
-        row = (
-            np.full(width, 0.5)
-            if q is None
-            else np.concatenate([q, np.repeat(q[-1], width - q.size)])
-        )
-        blocks.append(np.broadcast_to(row, (count, width)))
-    return np.concatenate(blocks)
-
-
-def _padded_edges(options: Sequence[PredictOptions], counts: Sequence[int]) -> FloatArray | None:
-    """Per-row interval edges ``(rows, m, 2)``, padded like :func:`_padded_levels`."""
-    width = max((o.intervals.shape[0] for o in options if o.intervals is not None), default=0)
-    if width == 0:
-        return None
-    blocks = []
-    for opts, count in zip(options, counts, strict=True):
-        e = opts.intervals if opts.intervals is not None and opts.intervals.size else None
-        if e is None:
-            e = np.array([[0.0, np.inf]])
-        rows = np.concatenate([e, np.repeat(e[-1:], width - e.shape[0], axis=0)])
-        blocks.append(np.broadcast_to(rows, (count, width, 2)))
+    for v, count in zip(values, counts, strict=True):
+        own = filler if v is None or not v.size else v
+        padded = np.concatenate([own, np.repeat(own[-1:], width - own.shape[0], axis=0)])
+        blocks.append(np.broadcast_to(padded, (count, *padded.shape)))
     return np.concatenate(blocks)
 
 
@@ -375,11 +365,7 @@ def _own_columns(
         mean=result.mean,
         point=result.point,
         std=result.std,
-        quick_skip_threshold_s=float(
-            default_threshold
-            if options.quick_skip_threshold_s is None
-            else options.quick_skip_threshold_s
-        ),
+        quick_skip_threshold_s=options.threshold(default_threshold),
         quick_skip_prob=result.quick_skip_prob,
         quantiles=q,
         interval_mass=masses,
@@ -393,17 +379,11 @@ def _postprocess_mixed(
     options: Sequence[PredictOptions],
     counts: Sequence[int],
 ) -> Prediction:
-    try:
-        dist = model.family.from_params(params)
-    except ParameterError as exc:
-        raise InvalidInput("features", f"the model output is not a distribution: {exc}") from None
-    default = model.manifest.quick_skip_threshold_s
-    per_request = [
-        default if o.quick_skip_threshold_s is None else o.quick_skip_threshold_s for o in options
-    ]
+    dist = _distribution(model, params)
+    per_request = [o.threshold(model.manifest.quick_skip_threshold_s) for o in options]
     thresholds = np.repeat(np.asarray(per_request, dtype=np.float64), counts)
-    levels = _padded_levels(options, counts)
-    edges = _padded_edges(options, counts)
+    levels = _per_row([o.quantiles for o in options], np.array([0.5]), counts)
+    edges = _per_row([o.intervals for o in options], np.array([[0.0, np.inf]]), counts)
     return Prediction(
         n=dist.n,
         mean=dist.mean(),
