@@ -13,7 +13,6 @@ usage: python bentoml_service.py MODEL.onnx --port PORT [--intra-op 2]
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -46,11 +45,7 @@ class EGMN:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("onnx")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--intra-op", type=int, default=2)
-    args = parser.parse_args()
+    args = egm_numpy.server_arguments()
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(
         os.environ,

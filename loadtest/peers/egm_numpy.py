@@ -9,6 +9,8 @@ of every server, the service included.
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import onnxruntime as ort
 from scipy.special import log_ndtr, ndtr
@@ -27,6 +29,15 @@ OUTPUTS = (
     "q50_s",
     "q90_s",
 )
+
+
+def server_arguments() -> argparse.Namespace:
+    """Every peer's command line: ``MODEL.onnx --port PORT [--intra-op 2]``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("onnx")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--intra-op", type=int, default=2)
+    return parser.parse_args()
 
 
 def load_session(path: str, intra_op_threads: int = 2) -> ort.InferenceSession:

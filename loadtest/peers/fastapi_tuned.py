@@ -13,7 +13,6 @@ usage: python fastapi_tuned.py MODEL.onnx --port PORT [--intra-op 2]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -53,11 +52,7 @@ async def healthz() -> Response:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("onnx")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--intra-op", type=int, default=2)
-    args = parser.parse_args()
+    args = egm_numpy.server_arguments()
     state["session"] = egm_numpy.load_session(args.onnx, args.intra_op)
     uvicorn.run(
         app, host="127.0.0.1", port=args.port, access_log=False, loop="uvloop", http="httptools"
