@@ -52,7 +52,6 @@ from service.runtime.repository import (  # noqa: E402
 )
 
 MODEL_DIR = latest_version_dir(ROOT / "models", "egmn")  # the EGMN the service serves
-PEERS_DIR = Path(__file__).resolve().parent / "peers"
 LUA = Path(__file__).resolve().parent / "bench.lua"
 REPORT = ROOT / "reports" / "benchmarks.md"
 ROWS = 256
@@ -464,12 +463,12 @@ def peer_servers(python: str) -> list[Server]:
     return [
         Server(
             "FastAPI tuned by hand (`loadtest/peers/fastapi_tuned.py`)",
-            [python, str(PEERS_DIR / "fastapi_tuned.py"), onnx, *common],
+            [python, "-m", "loadtest.peers.fastapi_tuned", onnx, *common],
             "/predict",
         ),
         Server(
             "BentoML 1.4 (`loadtest/peers/bentoml_service.py`)",
-            [python, str(PEERS_DIR / "bentoml_service.py"), onnx, *common],
+            [python, "-m", "loadtest.peers.bentoml_service", onnx, *common],
             "/predict",
             health="/readyz",
         ),
