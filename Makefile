@@ -79,10 +79,10 @@ $(PEERS_VENV)/.installed: pyproject.toml
 bench: $(VENV)/.all $(PEERS_VENV)/.installed
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk; }
-	$(BIN)/python loadtest/benchmark.py --peers-python $(PEERS_VENV)/bin/python
+	$(BIN)/python -m loadtest --peers-python $(PEERS_VENV)/bin/python
 
 bench-distributions: $(VENV)/.all
-	$(BIN)/python loadtest/bench_distributions.py
+	$(BIN)/python -m loadtest.bench_distributions
 
 clean:
 	rm -rf $(VENV) $(KSERVE_VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,4 +1,4 @@
--- wrk script for loadtest/benchmark.py: POST one prebuilt body (JSON or v2 binary) on every
+-- wrk script of loadtest/wrk.py: POST one prebuilt body (JSON or v2 binary) on every
 -- request, optionally pause between requests, and print one parseable summary line.
 wrk.method = "POST"
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))

@@ -7,7 +7,7 @@ with ``scipy.optimize.brentq`` on the mixture CDF built from ``scipy.special.ndt
 run on a subset and scaled to N rows, since it is linear in rows; both figures and
 their ratio come from the same run on the same machine.
 
-    python loadtest/bench_distributions.py [--rows 10000] [--reference-rows 300]
+    python -m loadtest.bench_distributions [--rows 10000] [--reference-rows 300]
 """
 
 from __future__ import annotations

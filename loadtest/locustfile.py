@@ -9,7 +9,9 @@ Native users post ``/v1/models/<model>/predict`` with columnar JSON (missing val
 ``""`` a missing string). A response counts as a failure unless it is a 200 with one answer
 per row sent.
 
-Run it headless with ``loadtest/run_locust.py``, or with ``locust -f loadtest/locustfile.py``.
+Run it headless with ``python -m loadtest.run_locust``, or with ``locust -f
+loadtest/locustfile.py`` from the repository root (the image's working directory, ``/app``):
+locust puts its working directory on ``sys.path``, which is how ``loadtest.payloads`` resolves.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import json
 import math
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,88 +27,35 @@ import gevent
 import numpy as np
 from locust import HttpUser, constant, task
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from model_export.data import load_joined, raw_columns, split_by_day  # noqa: E402
-from service.versions import highest_version_dir  # noqa: E402
+from loadtest.paths import MODELS
+from loadtest.payloads import HeldOutRows, manifest_sources
+from service.versions import highest_version_dir
 
 MODEL = os.environ.get("WATCHTIME_LOAD_MODEL", "egmn")
 # The version the service serves by default: the highest numeric one (from the standard-
 # library module of that rule: the image of the load profile has no onnxruntime).
 MODEL_DIR = Path(
     os.environ.get("WATCHTIME_LOAD_MODEL_DIR")
-    or highest_version_dir(ROOT / "models" / MODEL)
-    or ROOT / "models" / MODEL / "1"
+    or highest_version_dir(MODELS / MODEL)
+    or MODELS / MODEL / "1"
 )
 MIN_ROWS = int(os.environ.get("WATCHTIME_LOAD_MIN_ROWS", "50"))
 MAX_ROWS = int(os.environ.get("WATCHTIME_LOAD_MAX_ROWS", "500"))
-QUANTILES = [0.1, 0.5, 0.9]
-INTERVALS: list[list[float | None]] = [[0, 3], [3, 10], [10, None]]
 # Bodies are encoded here, not by requests, whose encoder refuses the NaN tokens that v2
 # JSON tensors use for missing numbers.
 JSON_HEADERS = {"content-type": "application/json"}
 
-
-class Candidates:
-    """The test day's rows, held column by column in the two wire forms, drawn at random."""
-
-    def __init__(self) -> None:
-        manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
-        features = manifest["features"]
-        sources = list(dict.fromkeys(f["source"] for f in features))
-        text = {
-            f["source"] for f in features if f["kind"] == "categorical" and f["dtype"] == "string"
-        }
-        rows = split_by_day(load_joined()).test
-        columns = raw_columns(rows, sources)
-        self.n = len(rows)
-        self.native: dict[str, np.ndarray] = {}
-        self.tensors: dict[str, tuple[str, np.ndarray]] = {}
-        for name, col in columns.items():
-            if col.dtype.kind == "f":
-                as_json = col.astype(object)
-                as_json[np.isnan(col)] = None
-                self.native[name] = as_json
-            else:
-                self.native[name] = col
-            if name in text:
-                self.tensors[name] = (
-                    "BYTES",
-                    np.array(["" if v is None else str(v) for v in col], dtype=object),
-                )
-            elif col.dtype.kind == "f" or col.dtype.kind == "O":
-                self.tensors[name] = ("FP64", col.astype(np.float64))
-            else:
-                self.tensors[name] = ("INT64", col.astype(np.int64))
-
-    def draw(self, rng: random.Random) -> np.ndarray:
-        """Row indices of one ranking request: log-uniform size in [MIN_ROWS, MAX_ROWS]."""
-        size = round(math.exp(rng.uniform(math.log(MIN_ROWS), math.log(MAX_ROWS))))
-        size = max(MIN_ROWS, min(MAX_ROWS, size, self.n))
-        return np.array(rng.sample(range(self.n), size))
-
-    def native_body(self, idx: np.ndarray) -> dict[str, Any]:
-        return {
-            "features": {name: col[idx].tolist() for name, col in self.native.items()},
-            "quantiles": QUANTILES,
-            "intervals": INTERVALS,
-        }
-
-    def v2_body(self, idx: np.ndarray) -> dict[str, Any]:
-        inputs = [
-            {"name": name, "shape": [len(idx)], "datatype": kind, "data": col[idx].tolist()}
-            for name, (kind, col) in self.tensors.items()
-        ]
-        parameters = {"quantiles": QUANTILES, "intervals": INTERVALS}
-        return {"inputs": inputs, "parameters": parameters}
-
-
-CANDIDATES = Candidates()
+CANDIDATES = HeldOutRows(*manifest_sources(MODEL_DIR))
 # Loading the rows blocked gevent's loop for seconds; without this its cached clock is that
 # old, and locust's --run-time timer, armed from it, would fire at once.
 gevent.get_hub().loop.update_now()
+
+
+def draw(rng: random.Random) -> np.ndarray:
+    """Row indices of one ranking request: log-uniform size in [MIN_ROWS, MAX_ROWS]."""
+    size = round(math.exp(rng.uniform(math.log(MIN_ROWS), math.log(MAX_ROWS))))
+    size = max(MIN_ROWS, min(MAX_ROWS, size, CANDIDATES.n))
+    return np.array(rng.sample(range(CANDIDATES.n), size))
 
 
 def _answered_rows(path: str, body: dict[str, Any]) -> int:
@@ -145,7 +93,7 @@ class NativeRankingUser(_RankingUser):
 
     @task
     def predict(self) -> None:
-        idx = CANDIDATES.draw(self.rng)
+        idx = draw(self.rng)
         self._post("/v1/models/[model]/predict", CANDIDATES.native_body(idx), len(idx))
 
 
@@ -156,5 +104,5 @@ class V2RankingUser(_RankingUser):
 
     @task
     def infer(self) -> None:
-        idx = CANDIDATES.draw(self.rng)
-        self._post("/v2/models/[model]/infer", CANDIDATES.v2_body(idx), len(idx))
+        idx = draw(self.rng)
+        self._post("/v2/models/[model]/infer", CANDIDATES.v2_json_body(idx), len(idx))

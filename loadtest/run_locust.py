@@ -1,6 +1,6 @@
 """Run the ranking load of ``locustfile.py`` headless and judge it against thresholds.
 
-    python loadtest/run_locust.py --url http://127.0.0.1:8000 --duration 60 --users 8 \
+    python -m loadtest.run_locust --url http://127.0.0.1:8000 --duration 60 --users 8 \
         --max-p99-ms 100 --max-error-ratio 0.01
 
 Prints the request count, error ratio and latency percentiles over all requests, and exits
@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+# locust runs in the directory holding the loadtest package: it puts its working directory on
+# sys.path, which is how the locust file's ``loadtest.payloads`` import resolves.
+PACKAGE_ROOT = LOCUSTFILE.parent.parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             "--run-time", f"{max(1, round(args.duration))}s", "--stop-timeout", "10",
             "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=PACKAGE_ROOT)
         stats_csv = prefix.with_name("run_stats.csv")
         if not stats_csv.exists():
             print(result.stdout + result.stderr, file=sys.stderr)

@@ -7,7 +7,7 @@ batchable APIs with exactly one parameter, so this two-tensor API runs unbatched
 Request:  {"categorical": [[36 ints], ...], "numeric": [[9 floats], ...]}
 Response: one list per output of :mod:`egm_numpy`, one value per row.
 
-usage: python bentoml_service.py MODEL.onnx --port PORT [--intra-op 2]
+usage: python -m loadtest.peers.bentoml_service MODEL.onnx --port PORT [--intra-op 2]
        (execs ``bentoml serve`` on this module with the model path in the environment)
 """
 
@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
+import bentoml
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bentoml
-import egm_numpy
+from loadtest.peers import egm_numpy
+
+# bentoml serve imports the service by its module name from a working directory: the one
+# that holds the loadtest package, so that this module's package import resolves there too.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @bentoml.service(workers=1)
@@ -46,14 +50,13 @@ class EGMN:
 
 if __name__ == "__main__":
     args = egm_numpy.server_arguments()
-    here = os.path.dirname(os.path.abspath(__file__))
     env = dict(
         os.environ,
         PEER_ONNX=os.path.abspath(args.onnx),
         PEER_INTRA_OP=str(args.intra_op),
         BENTOML_DO_NOT_TRACK="true",
     )
-    os.chdir(here)
-    command = [sys.executable, "-m", "bentoml", "serve", "bentoml_service:EGMN"]
-    command += ["--host", "127.0.0.1", "--port", str(args.port), "--working-dir", here]
+    command = [sys.executable, "-m", "bentoml", "serve", "loadtest.peers.bentoml_service:EGMN"]
+    command += ["--host", "127.0.0.1", "--port", str(args.port)]
+    command += ["--working-dir", str(PACKAGE_ROOT)]
     os.execvpe(command[0], command, env)

@@ -8,14 +8,12 @@ worker, no access log. No batching across requests.
 Request:  {"categorical": [[36 ints], ...], "numeric": [[9 floats], ...]}
 Response: one list per output of :mod:`egm_numpy`, one value per row.
 
-usage: python fastapi_tuned.py MODEL.onnx --port PORT [--intra-op 2]
+usage: python -m loadtest.peers.fastapi_tuned MODEL.onnx --port PORT [--intra-op 2]
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,8 +21,7 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import egm_numpy
+from loadtest.peers import egm_numpy
 
 app = FastAPI()
 state: dict[str, object] = {}
