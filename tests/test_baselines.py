@@ -15,37 +15,23 @@ import pytest
 import torch
 from scipy import stats
 
-from model_export.baseline_models import (
-    CREAD,
-    BaselineModel,
-    BucketSoftmax,
-    DurationQuantile,
-    ServingBaseline,
-    ValueRegression,
-    WeightedLogistic,
-    ZeroInflatedLognormal,
-    cread_thresholds,
-    exponential_bucket_edges,
-    running_min,
-    survival_mean,
-)
-from model_export.baseline_train import (
-    SERVED,
-    BaselineConfig,
-    DurationGroups,
-    build_model,
-    fit_normal_scale,
-    load_run,
-    predict_distribution,
-    run_baseline,
-    save_run,
-)
 from model_export.data import load_joined, raw_columns, split_by_day
-from model_export.export import write_model_dir
-from model_export.features import fit_features
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import Prepared, encode, training_window
-from model_export.train import TrainConfig
+from model_export.data.features import fit_features
+from model_export.data.prepared import Prepared, encode, training_window
+from model_export.evaluation.runs import run_baseline
+from model_export.evaluation.served import ExportedModel
+from model_export.export.model_dir import write_model_dir
+from model_export.models.baseline import BaselineModel, ServingBaseline
+from model_export.models.cread import CREAD, cread_thresholds, running_min, survival_mean
+from model_export.models.d2q import DurationGroups, DurationQuantile
+from model_export.models.registry import SERVED
+from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
+from model_export.models.vr import ValueRegression, fit_normal_scale
+from model_export.models.wlr import WeightedLogistic
+from model_export.models.ziln import ZeroInflatedLognormal
+from model_export.training.baselines import BaselineRun, baseline_distribution, build_model
+from model_export.training.checkpoint import load_run, save_run
+from model_export.training.config import BaselineConfig, TrainConfig
 from service.distributions import Histogram, Survival, get_family
 from service.manifest import Manifest
 
@@ -331,12 +317,12 @@ def test_a_short_run_learns_and_round_trips(split: object, tmp_path: Path, name:
     assert best == min(run.history.validation_nll)  # the best epoch is the one kept
     assert np.isfinite(run.metrics["mae_point"]) and np.isfinite(run.metrics["xauc_point"])
     save_run(run, tmp_path / "checkpoint.pt")
-    again = load_run(tmp_path / "checkpoint.pt")
+    again = load_run(tmp_path / "checkpoint.pt", BaselineRun)
     if name == "d2q":
         assert again.groups is not None and again.groups.n_groups == run.groups.n_groups  # type: ignore[union-attr]
     else:
-        a = predict_distribution(run, prepared.test).mean()
-        b = predict_distribution(again, prepared.test).mean()
+        a = baseline_distribution(run, prepared.test).mean()
+        b = baseline_distribution(again, prepared.test).mean()
         np.testing.assert_array_equal(a, b)
 
 
@@ -348,7 +334,7 @@ def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> Non
     assert (model_dir / "manifest.json").exists(), f"{model_dir} missing: run make models"
     assert (model_dir / "ATTRIBUTION.txt").read_text().count("CC BY-SA 4.0") >= 1
     from model_export.data import labels
-    from model_export.metrics import evaluate_distribution
+    from model_export.evaluation.metrics import evaluate_distribution
 
     model = ExportedModel(model_dir)
     assert model.manifest.family == get_family(model.manifest.family).family

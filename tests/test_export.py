@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from model_export.data import labels, load_joined, raw_columns, split_by_day
-from model_export.egmn import EGMN, Calibration, ServingEGMN
-from model_export.export import write_model_dir
-from model_export.features import fit_features
-from model_export.metrics import evaluate_distribution
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import encode, training_window
+from model_export.data.features import fit_features
+from model_export.data.prepared import encode, training_window
+from model_export.evaluation.metrics import evaluate_distribution
+from model_export.evaluation.served import ExportedModel
+from model_export.export.model_dir import write_model_dir
+from model_export.models.egmn import EGMN, Calibration, ServingEGMN
 from service.distributions import EGM
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,18 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_export.data import Split, labels, raw_columns
-from model_export.metrics import evaluate_distribution
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import (
-    EGMNRun,
-    Prepared,
-    predict_distribution,
-    save_run,
-    train_on,
-    training_window,
-)
-from model_export.train import Encoded, TrainConfig, fit_calibration
+from model_export.data.kuairand import Split, labels, raw_columns
+from model_export.data.prepared import Encoded, Prepared, encode, training_window
+from model_export.evaluation.metrics import evaluate_distribution, evaluate_point
+from model_export.evaluation.served import ExportedModel
+from model_export.training.baselines import BaselineRun, d2q_point
+from model_export.training.checkpoint import load_run, save_run
+from model_export.training.config import TrainConfig
+from model_export.training.egmn import EGMNRun, fit_calibration, predict_distribution, train_on
 from service.versions import version_dirs
 
 # The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2).
@@ -185,12 +181,7 @@ def set_threads() -> None:
 
 def score_d2q_validation(run_path: Path, prepared_split: Split) -> dict[str, float]:
     """D2Q's point figures on the second half of the validation day (it has no density)."""
-    from model_export import baseline_train
-    from model_export.baseline_train import d2q_point
-    from model_export.metrics import evaluate_point
-    from model_export.pipeline import encode
-
-    run = baseline_train.load_run(run_path)
+    run = load_run(run_path, BaselineRun)
     _, second = halves(len(prepared_split.validation))
     part = prepared_split.validation.iloc[second].reset_index(drop=True)
     point = d2q_point(run, encode(run.fitted, part), part["duration_ms"].to_numpy(np.float64))
