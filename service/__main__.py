@@ -19,7 +19,8 @@ from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
-from service.config import ConfigError, Settings, parse_cli, settings_env
+from service.config import Settings, parse_cli, settings_env
+from service.errors import ConfigError
 from service.runtime.repository import discover
 
 

@@ -27,16 +27,12 @@ from service.dataplane import DataPlane
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
 from service.protocol.fastpath import FastPath
-from service.protocol.native import router as native_router
+from service.protocol.native.endpoints import router as native_router
 from service.protocol.schemas import request_examples, v2_examples
-from service.protocol.v2 import router as v2_router
+from service.protocol.v2.endpoints import router as v2_router
 from service.runtime.batcher import BatchConfig, Batchers
-from service.runtime.repository import (
-    ModelRepository,
-    SessionConfig,
-    example_columns,
-    load_repository,
-)
+from service.runtime.model import SessionConfig
+from service.runtime.repository import ModelRepository, load_repository
 from service.runtime.state import ServiceState
 
 log = logging.getLogger("watchtime.app")
@@ -163,7 +159,7 @@ def _examples_from_default_model(app: FastAPI, state: ServiceState) -> None:
         if repository is None or getattr(app.state, "examples_filled", False):
             return schema
         model = repository.default()
-        columns = example_columns(model, 2, public=True)
+        columns = model.example_columns(2, public=True)
         features = {name: col.tolist() for name, col in columns.items()}
         native = request_examples(features)
         for path in PREDICT_PATHS:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
-import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
+from service.errors import Unauthorized
+from service.protocol.errors import style_of
 
 PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 METRICS = "/metrics"
@@ -71,15 +72,14 @@ def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
 
 async def unauthorized(scope: Scope, send: Send, token_given: bool) -> None:
     message = "a valid bearer token is required" if not token_given else "invalid bearer token"
-    if scope["path"].startswith("/v2"):
-        body = orjson.dumps({"error": message})
-    else:
-        body = orjson.dumps({"error": message, "code": "unauthorized", "field": None, "row": None})
+    err = Unauthorized(message)
+    style = style_of(scope["path"])
+    body = style.body(err)
     challenge = REALM + (b', error="invalid_token"' if token_given else b"")
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": style.status(err),
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -18,11 +18,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.errors import ConfigError
+
 ENV_PREFIX = "WATCHTIME_"
-
-
-class ConfigError(Exception):
-    """A configuration the service cannot start with; ``str()`` is one readable line."""
 
 
 class Settings(BaseSettings):

@@ -26,35 +26,19 @@ import numpy as np
 from service import metrics
 from service.budget import ByteBudget
 from service.config import Settings
-from service.runtime.batcher import Batchers, DeadlineExceeded, QueueFull
-from service.runtime.inference import Prediction, PredictOptions
-from service.runtime.repository import LoadedModel, ModelRepository
+from service.errors import ClientGone, NotReady
+from service.runtime.batcher import Batchers
+from service.runtime.model import ModelRuntime
+from service.runtime.prediction import Prediction, PredictOptions
+from service.runtime.repository import ModelRepository
 from service.runtime.state import ServiceState
 
-__all__ = [
-    "ClientGone",
-    "DataPlane",
-    "DeadlineExceeded",
-    "NotReady",
-    "QueueFull",
-    "RequestRecord",
-]
+__all__ = ["DataPlane", "RequestRecord"]
 
 T = TypeVar("T")
 
-CLIENT_GONE_STATUS = 499
-"""Status recorded for a request whose client disconnected (nginx's convention)."""
-
 LARGE_BODY_BYTES = 256 * 1024
 """Bodies above this are decoded on the process's decoding thread, not the event loop."""
-
-
-class NotReady(Exception):
-    """The models are not loaded yet."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
 
 
 class RequestRecord:
@@ -80,7 +64,7 @@ class DataPlane:
         self._decoder: ThreadPoolExecutor | None = None
 
     async def decode(
-        self, decoder: Callable[..., T], model: LoadedModel, body: bytes, *args: Any
+        self, decoder: Callable[..., T], model: ModelRuntime, body: bytes, *args: Any
     ) -> T:
         """``decoder(model, body, *args)``: on the event loop for a body of ordinary size
         (a 256-row body takes about a millisecond), on the decoding thread above
@@ -107,10 +91,10 @@ class DataPlane:
     def repository(self) -> ModelRepository:
         repository = self.state.repository
         if repository is None:
-            raise NotReady("models are not loaded yet")
+            raise NotReady()
         return repository
 
-    def model(self, name: str | None, version: str | None = None) -> LoadedModel:
+    def model(self, name: str | None, version: str | None = None) -> ModelRuntime:
         """The model a request names (the default one for None); UnknownModelError if none."""
         repository = self.repository
         return repository.default() if name is None else repository.get(name, version)
@@ -124,7 +108,7 @@ class DataPlane:
             given = [self.settings.default_timeout_ms / 1000.0]
         return arrival + min(given) if given else None
 
-    def admission(self, model: LoadedModel) -> Callable[[int], None]:
+    def admission(self, model: ModelRuntime) -> Callable[[int], None]:
         """A check that raises QueueFull if the model's queue cannot take ``n`` more rows.
 
         Decoders call it as soon as they know the row count, before the expensive work. It
@@ -135,7 +119,7 @@ class DataPlane:
 
     async def infer(
         self,
-        model: LoadedModel,
+        model: ModelRuntime,
         columns: Mapping[str, np.ndarray],
         n: int,
         options: PredictOptions,
@@ -144,7 +128,7 @@ class DataPlane:
     ) -> Prediction:
         """The Prediction of ``n`` rows of raw columns.
 
-        Raises QueueFull, DeadlineExceeded, FeatureError, InvalidInput, or ClientGone once
+        Raises QueueFull, DeadlineExceeded, FeatureError, or ClientGone once
         ``disconnected`` completes first (the rows not yet started are then dropped).
         """
         metrics.REQUEST_ROWS.labels(model.name).observe(n)

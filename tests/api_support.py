@@ -22,7 +22,8 @@ from service.config import Settings
 from service.distributions import Distribution, get_family
 from service.manifest import Manifest
 from service.runtime.features import encode_features
-from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.runtime.model import SessionConfig
+from service.runtime.repository import ModelRepository, load_repository
 from service.versions import version_dirs
 
 ROOT = Path(__file__).resolve().parent.parent

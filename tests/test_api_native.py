@@ -26,7 +26,8 @@ from api_support import (
 
 from service.app import _chain_shutdown_signals, create_app
 from service.config import Settings
-from service.runtime.repository import ModelRepository, SessionConfig, load_repository
+from service.runtime.model import SessionConfig
+from service.runtime.repository import ModelRepository, load_repository
 from service.runtime.state import ServiceState
 
 LEVELS = [0.1, 0.5, 0.9]

@@ -20,7 +20,8 @@ from schemathesis import GenerationMode
 
 from service.app import create_app
 from service.config import Settings
-from service.runtime.repository import SessionConfig, load_repository
+from service.runtime.model import SessionConfig
+from service.runtime.repository import load_repository
 
 
 def examples(default: int) -> int:

@@ -20,7 +20,8 @@ from test_api_v2 import EDGES, check_against_reference, datatype, tensor_columns
 
 from service.app import create_app
 from service.config import Settings
-from service.runtime.repository import SessionConfig, load_repository
+from service.runtime.model import SessionConfig
+from service.runtime.repository import load_repository
 
 if os.environ.get("WATCHTIME_REQUIRE_KSERVE") == "1":
     # `make test` runs this module in the kserve environment: a missing client fails.

@@ -15,7 +15,8 @@ from api_support import MODELS, AppClient, app_client, request_rows, shipped_rep
 from metrics_support import delta, scrape
 from test_batching import v2_body
 
-from service.config import ConfigError, load_settings
+from service.config import load_settings
+from service.errors import ConfigError
 from service.runtime.repository import ModelRepository
 
 MODEL = "egmn"

@@ -27,9 +27,11 @@ from api_support import (
 from metrics_support import delta, scrape
 from test_api_v2 import json_inputs, tensor_columns
 
-from service.runtime.batcher import ROW_BLOCK, BatchConfig, Batcher, pad_rows
-from service.runtime.features import FeatureError, encode_features
-from service.runtime.inference import PredictOptions, encode, postprocess, run_model
+from service.errors import FeatureError
+from service.runtime.batcher import BatchConfig, Batcher
+from service.runtime.features import encode_features
+from service.runtime.model import ROW_BLOCK, pad_rows
+from service.runtime.prediction import PredictOptions
 from service.runtime.repository import ModelRepository
 
 MODEL = "egmn"
@@ -187,7 +189,7 @@ def test_padding_makes_rows_independent_of_their_batch(repository: ModelReposito
 
 def _alone(model: Any, columns: dict[str, np.ndarray], n: int, options: PredictOptions) -> Any:
     """A request's numbers computed by itself: its own encoding, run and post-processing."""
-    return postprocess(model, run_model(model, pad_rows(encode(model, columns), n)), options)
+    return model.postprocess(model.run(model.encode(columns)), options)
 
 
 def _submit(model: Any, requests: list[Any], **config: Any) -> list[Any]:

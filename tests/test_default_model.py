@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 from api_support import SHIPPED
 
-from service.runtime.repository import (
-    ModelRepository,
-    SessionConfig,
-    UnknownModelError,
-    latest_version_dir,
-    load_repository,
-)
+from service.errors import UnknownModelError
+from service.runtime.model import SessionConfig
+from service.runtime.repository import ModelRepository, latest_version_dir, load_repository
 
 
 def _repository_of(root: Path, names: list[str]) -> Path:

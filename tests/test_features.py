@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from service.errors import FeatureError
 from service.manifest import (
     FIRST_VOCAB_INDEX,
     MISSING_INDEX,
@@ -16,7 +17,6 @@ from service.manifest import (
     NumericFeature,
 )
 from service.runtime.features import (
-    FeatureError,
     encode_categorical,
     encode_columns,
     encode_numeric,

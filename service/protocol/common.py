@@ -11,10 +11,11 @@ import orjson
 from fastapi import Path, Request
 from starlette.responses import Response
 
-from service.dataplane import DataPlane, NotReady
-from service.protocol.errors import ApiError, from_exception, invalid
+from service.dataplane import DataPlane
+from service.errors import InvalidInput
 from service.protocol.http import HttpRequest, Reply
-from service.runtime.repository import LoadedModel, ModelRepository
+from service.runtime.model import ModelRuntime
+from service.runtime.repository import ModelRepository
 from service.runtime.state import ServiceState
 
 
@@ -42,18 +43,13 @@ def service_state(request: Request) -> ServiceState:
 
 
 def serving_repository(request: Request) -> ModelRepository:
-    """The repository, or 503 while the models are not loaded yet."""
-    try:
-        return data_plane(request).repository
-    except NotReady as exc:
-        raise from_exception(exc, 503, "") from None
+    """The repository; NotReady (503) while the models are not loaded yet."""
+    return data_plane(request).repository
 
 
-def resolve(request: Request, name: str | None, version: str | None = None) -> LoadedModel:
-    try:
-        return data_plane(request).model(name, version)
-    except Exception as exc:
-        raise from_exception(exc, 404, "") from None
+def resolve(request: Request, name: str | None, version: str | None = None) -> ModelRuntime:
+    """The model a route names; UnknownModelError (404) or NotReady (503) else."""
+    return data_plane(request).model(name, version)
 
 
 async def documented_route(
@@ -80,8 +76,8 @@ def json_response(content: Any, status: int = 200) -> Response:
 TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
-def timeout_header_s(headers: Mapping[str, str], status: int) -> float | None:
-    """The ``X-Request-Timeout-Ms`` header in seconds (None when absent); bad values are 4xx."""
+def timeout_header_s(headers: Mapping[str, str]) -> float | None:
+    """The ``X-Request-Timeout-Ms`` header in seconds (None when absent)."""
     raw = headers.get(TIMEOUT_HEADER)
     if raw is None:
         return None
@@ -90,10 +86,10 @@ def timeout_header_s(headers: Mapping[str, str], status: int) -> float | None:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise invalid(
-            status, "X-Request-Timeout-Ms", f"expected a number of milliseconds > 0, got {raw!r}"
+        raise InvalidInput.at(
+            "X-Request-Timeout-Ms", f"expected a number of milliseconds > 0, got {raw!r}"
         )
     return value / 1000.0
 
 
-__all__ = ["SERVER_VERSION", "ApiError", "Version"]
+__all__ = ["SERVER_VERSION", "Version"]

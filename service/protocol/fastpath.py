@@ -3,10 +3,11 @@
 FastAPI resolves a route by trying each pattern in turn, builds request and response objects
 and runs its dependency machinery: for a 1-row request that costs as much as the prediction
 itself. The five prediction paths are few and fixed, so this middleware matches them first
-and calls the same handlers the FastAPI routes declare (:func:`~service.protocol.native.
-serve_predict`, :func:`~service.protocol.v2.serve_infer`); everything else, and anything
-these patterns do not match exactly (a version that is not a number, a trailing slash),
-goes on to FastAPI, whose declarations also make the OpenAPI document.
+and calls the same handlers the FastAPI routes declare
+(:func:`~service.protocol.native.endpoints.serve_predict`,
+:func:`~service.protocol.v2.endpoints.serve_infer`); everything else, and anything these
+patterns do not match exactly (a version that is not a number, a trailing slash), goes on
+to FastAPI, whose declarations also make the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from service.dataplane import CLIENT_GONE_STATUS, DataPlane
+from service.dataplane import DataPlane
+from service.protocol.errors import CLIENT_GONE_STATUS
 from service.protocol.http import HttpRequest, Receive, Reply, Scope, Send
-from service.protocol.native import serve_predict
-from service.protocol.v2 import serve_infer
+from service.protocol.native.endpoints import serve_predict
+from service.protocol.v2.endpoints import serve_infer
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[..., Awaitable[Reply]]

@@ -22,8 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.budget import ByteBudget
-from service.dataplane import ClientGone
-from service.protocol.errors import ApiError, error_body
+from service.errors import (
+    BodyBudgetSpent,
+    ClientGone,
+    InvalidInput,
+    ServiceError,
+    TooLarge,
+    UnsupportedEncoding,
+)
+from service.protocol.errors import ErrorStyle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,12 +67,12 @@ class HttpRequest:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         return cls(headers, receive, budget)
 
-    async def body(self, limit: int, invalid_status: int = 422) -> bytes:
+    async def body(self, limit: int) -> bytes:
         """The whole body, decompressed when it has a ``Content-Encoding``.
 
         413 as soon as it (or what it decompresses to) is known to exceed ``limit`` bytes;
-        415 for a content coding other than gzip and deflate; ``invalid_status`` for a
-        compressed body that is broken; 503 when the worker's budget of buffered body bytes
+        415 for a content coding other than gzip and deflate; InvalidInput for a compressed
+        body that is broken; 503 when the worker's budget of buffered body bytes
         cannot take it (its bytes are taken from the budget as they arrive, and stay taken
         until :meth:`release`). A client that disconnects during the upload raises
         ClientGone.
@@ -74,11 +81,11 @@ class HttpRequest:
         declared = self.headers.get("content-length", "")
         length = int(declared) if declared.isascii() and declared.isdigit() else None
         if length is not None and length > limit:
-            raise ApiError(413, f"body of {length} bytes exceeds {limit}", code="too_large")
+            raise TooLarge(f"body of {length} bytes exceeds {limit}")
         budget = self.budget
         if length is not None and wbits is None and budget is not None and length > budget.free:
             raise _budget_spent(budget)  # refused before the client uploads it in vain
-        inflater = None if wbits is None else _Inflater(wbits, limit, invalid_status, self.hold)
+        inflater = None if wbits is None else _Inflater(wbits, limit, self.hold)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -92,7 +99,7 @@ class HttpRequest:
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, f"body exceeds {limit} bytes", code="too_large")
+                    raise TooLarge(f"body exceeds {limit} bytes")
                 if inflater is None:
                     self.hold(len(chunk))
                     chunks.append(chunk)
@@ -129,10 +136,8 @@ class HttpRequest:
             return None
         wbits = CODINGS.get(coding)
         if wbits is None:
-            raise ApiError(
-                415,
+            raise UnsupportedEncoding(
                 f"Content-Encoding {raw!r} is not supported: send gzip, deflate or no encoding",
-                code="unsupported_encoding",
                 field="Content-Encoding",
                 headers={"Accept-Encoding": "gzip, deflate"},
             )
@@ -146,14 +151,8 @@ class HttpRequest:
                 return
 
 
-def _budget_spent(budget: ByteBudget) -> ApiError:
-    return ApiError(
-        503,
-        f"the server holds {budget.held} bytes of request bodies, its limit is {budget.limit}; "
-        "retry later",
-        code="body_budget_full",
-        headers={"Retry-After": str(BUDGET_RETRY_AFTER_S)},
-    )
+def _budget_spent(budget: ByteBudget) -> BodyBudgetSpent:
+    return BodyBudgetSpent(budget.held, budget.limit, BUDGET_RETRY_AFTER_S)
 
 
 class _Inflater:
@@ -163,12 +162,9 @@ class _Inflater:
     turn. What is made is taken from the budget block by block.
     """
 
-    def __init__(
-        self, wbits: int, limit: int, invalid_status: int, hold: Callable[[int], None]
-    ) -> None:
+    def __init__(self, wbits: int, limit: int, hold: Callable[[int], None]) -> None:
         self.wbits = wbits
         self.limit = limit
-        self.invalid_status = invalid_status
         self.hold = hold
         self.inflater = zlib.decompressobj(wbits)
         self.size = 0
@@ -180,11 +176,7 @@ class _Inflater:
                 if block:
                     self.size += len(block)
                     if self.size > self.limit:
-                        raise ApiError(
-                            413,
-                            f"body decompresses to more than {self.limit} bytes",
-                            code="too_large",
-                        )
+                        raise TooLarge(f"body decompresses to more than {self.limit} bytes")
                     self.hold(len(block))
                     out.append(block)
                 data = self.inflater.unconsumed_tail
@@ -202,12 +194,8 @@ class _Inflater:
         if not self.inflater.eof:
             raise self._broken("the compressed body ends early")
 
-    def _broken(self, why: str) -> ApiError:
-        return ApiError(
-            self.invalid_status,
-            f"body: not a valid compressed body ({why})",
-            field="body",
-        )
+    def _broken(self, why: str) -> InvalidInput:
+        return InvalidInput(f"body: not a valid compressed body ({why})", field="body")
 
 
 @dataclass
@@ -220,9 +208,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def error(cls, err: ApiError, v2: bool) -> Reply:
+    def error(cls, err: ServiceError, style: ErrorStyle) -> Reply:
         """The error's status, headers and JSON body as its protocol writes it."""
-        return cls(err.status, error_body(err, v2), headers=err.headers)
+        return cls(style.status(err), style.body(err), headers=err.headers)
 
     async def send(self, send: Send) -> None:
         raw = [

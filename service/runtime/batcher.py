@@ -24,8 +24,9 @@ way: its rows that have not started are never run.
 A row's answer never depends on the rows it shares a run with. Encoding and post-processing
 work row by row. onnxruntime's CPU GEMM (MLAS) computes rows in blocks of four, and a row in
 the ragged last block can differ in the last float32 bit from the same row in a full block,
-so every run is padded to a multiple of :data:`ROW_BLOCK` rows (by repeating its last row),
-which makes every row's output bit-identical whatever batch it landed in.
+so the model pads every run to a multiple of
+:data:`~service.runtime.model.ROW_BLOCK` rows, which makes every row's output bit-identical
+whatever batch it landed in.
 
 A request whose rows cannot be encoded or post-processed fails alone: the error names its
 own row, and its batch-mates are answered.
@@ -46,34 +47,10 @@ from operator import itemgetter
 import numpy as np
 
 from service import metrics
-from service.runtime.features import FeatureError
-from service.runtime.inference import (
-    FloatArray,
-    InvalidInput,
-    Prediction,
-    PredictOptions,
-    concat_predictions,
-    encode,
-    observe_prediction,
-    postprocess_batch,
-    run_model,
-)
-from service.runtime.repository import LoadedModel
-
-ROW_BLOCK = 8
-"""Runs are padded to a multiple of this many rows (see the module docstring)."""
-
-
-class QueueFull(Exception):
-    """The queue holds too many rows to take this request; retry after ``retry_after_s``."""
-
-    def __init__(self, queued: int, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"{queued} rows queued, the limit is {limit}")
-        self.retry_after_s = retry_after_s
-
-
-class DeadlineExceeded(Exception):
-    """The request's deadline passed before its rows were run."""
+from service.errors import DeadlineExceeded, FeatureError, QueueFull
+from service.runtime.model import ModelRuntime
+from service.runtime.postprocess import Params
+from service.runtime.prediction import Prediction, PredictOptions
 
 
 @dataclass(frozen=True)
@@ -162,15 +139,6 @@ PIPELINE = 2
 post-processed."""
 
 
-def pad_rows(tensors: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """Tensors padded to a multiple of ROW_BLOCK rows by repeating the last row."""
-    target = -(-n // ROW_BLOCK) * ROW_BLOCK
-    if target == n or n == 0:
-        return dict(tensors)
-    index = np.minimum(np.arange(target), n - 1)
-    return {name: np.take(t, index, axis=0) for name, t in tensors.items()}
-
-
 def merge_columns(
     sources: Sequence[str], blocks: Sequence[tuple[Mapping[str, np.ndarray], int, int]]
 ) -> dict[str, np.ndarray]:
@@ -183,11 +151,24 @@ def merge_columns(
     return {s: np.concatenate([c[s][a : a + k] for c, a, k in blocks]) for s in sources}
 
 
+def _observe(model: str, results: Sequence[Prediction], postprocess_s: float) -> None:
+    """Post-processing time of a batch and the drift histograms of the numbers it served."""
+    metrics.POSTPROCESS_DURATION.labels(model).observe(postprocess_s)
+    means = results[0].mean if len(results) == 1 else np.concatenate([r.mean for r in results])
+    skips = (
+        results[0].quick_skip_prob
+        if len(results) == 1
+        else np.concatenate([r.quick_skip_prob for r in results])
+    )
+    metrics.observe_many(metrics.PREDICTED_WATCH_TIME.labels(model), means)
+    metrics.observe_many(metrics.PREDICTED_QUICK_SKIP.labels(model), skips)
+
+
 class Batcher:
     """The queue and the run loop of one loaded model version (lives on one event loop)."""
 
     def __init__(
-        self, model: LoadedModel, config: BatchConfig, worker: WorkerThread | None = None
+        self, model: ModelRuntime, config: BatchConfig, worker: WorkerThread | None = None
     ) -> None:
         self.model = model
         self.config = config
@@ -225,9 +206,8 @@ class Batcher:
     ) -> Prediction:
         """The answer for ``n`` rows of raw columns (``deadline``: monotonic seconds).
 
-        Raises QueueFull, DeadlineExceeded, FeatureError or InvalidInput (both naming a row
-        of this request). Cancelling the call (the client went away) drops the rows that
-        have not started.
+        Raises QueueFull, DeadlineExceeded or FeatureError (naming a row of this request).
+        Cancelling the call (the client went away) drops the rows that have not started.
         """
         self.admit(n)
         now = time.monotonic()
@@ -379,25 +359,25 @@ class Batcher:
         return _Encoded(tensors, rows, live, outcomes)
 
     def _finish(
-        self, batch: list[_Piece], encoded: _Encoded, params: dict[str, FloatArray] | None
+        self, batch: list[_Piece], encoded: _Encoded, params: Params | None
     ) -> list[Prediction | Exception]:
         """Post-process the batch's rows as one block (worker thread)."""
         live, outcomes = encoded.live, encoded.outcomes
         if live and params is not None:
             started = time.perf_counter()
-            answers = postprocess_batch(
-                self.model, params, [(batch[i].count, batch[i].item.options) for i in live]
+            answers = self.model.postprocess_batch(
+                params, [(batch[i].count, batch[i].item.options) for i in live]
             )
             elapsed = time.perf_counter() - started
             served: list[Prediction] = []
             for i, answer in zip(live, answers, strict=True):
-                if isinstance(answer, InvalidInput) and answer.row is not None:
-                    answer = InvalidInput(answer.field, answer.message, answer.row + batch[i].first)
+                if isinstance(answer, FeatureError) and answer.row is not None:
+                    answer = answer.at_row(answer.row + batch[i].first)
                 outcomes[i] = answer
                 if isinstance(answer, Prediction):
                     served.append(answer)
             if served:
-                observe_prediction(self.model.name, served, elapsed)
+                _observe(self.model.name, served, elapsed)
         return [o if o is not None else RuntimeError("row block not answered") for o in outcomes]
 
     def _encode(
@@ -411,7 +391,7 @@ class Batcher:
         blocks = {i: (batch[i].item.columns, batch[i].first, batch[i].count) for i in live}
         while live:
             try:
-                return encode(self.model, merge_columns(sources, [blocks[i] for i in live]))
+                return self.model.encode(merge_columns(sources, [blocks[i] for i in live]))
             except FeatureError as exc:
                 culprit = self._culprit(batch, live, exc)
                 if culprit is not None:
@@ -423,7 +403,7 @@ class Batcher:
                 failed = False
                 for i in list(live):
                     try:
-                        encode(self.model, merge_columns(sources, [blocks[i]]))
+                        self.model.encode(merge_columns(sources, [blocks[i]]))
                     except FeatureError as alone:
                         own = None if alone.row is None else alone.row + batch[i].first
                         outcomes[i] = alone.at_row(own)
@@ -446,10 +426,10 @@ class Batcher:
             offset += piece.count
         return None
 
-    def _run(self, tensors: dict[str, np.ndarray], rows: int) -> dict[str, FloatArray]:
+    def _run(self, tensors: dict[str, np.ndarray], rows: int) -> Params:
         """One onnxruntime run over the batch's rows, padded to the row block."""
         started = time.perf_counter()
-        params = run_model(self.model, pad_rows(tensors, rows))
+        params = self.model.run(tensors)
         elapsed = time.perf_counter() - started
         self._last_run_s = elapsed
         label = self._label
@@ -457,7 +437,7 @@ class Batcher:
         metrics.BATCH_ROWS.labels(label).observe(rows)
         metrics.ROWS.labels(label).inc(rows)
         metrics.BATCHES.labels(label).inc()
-        return {k: v[:rows] for k, v in params.items()}
+        return params
 
     # ----------------------------------------------------------------- back on the loop
 
@@ -480,9 +460,7 @@ class Batcher:
                 if len(item.parts) == 1:
                     whole = item.parts[0][1]
                 else:  # batches may finish out of order: the parts go back in row order
-                    whole = concat_predictions(
-                        [p for _, p in sorted(item.parts, key=itemgetter(0))]
-                    )
+                    whole = Prediction.concat([p for _, p in sorted(item.parts, key=itemgetter(0))])
                 item.future.set_result(whole)
 
     async def close(self) -> None:
@@ -520,7 +498,7 @@ class Batchers:
         self.worker = WorkerThread()
         self._by_key: dict[tuple[int, int], Batcher] = {}
 
-    def get(self, model: LoadedModel) -> Batcher:
+    def get(self, model: ModelRuntime) -> Batcher:
         key = (id(model), id(asyncio.get_running_loop()))
         batcher = self._by_key.get(key)
         if batcher is None or batcher.model is not model or batcher.loop.is_closed():

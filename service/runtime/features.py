@@ -17,6 +17,7 @@ from itertools import repeat
 import numpy as np
 import numpy.typing as npt
 
+from service.errors import FeatureError
 from service.manifest import (
     FIRST_VOCAB_INDEX,
     MISSING_INDEX,
@@ -39,21 +40,6 @@ MAX_STRING_CHARS = 256
 """Longest text value a feature column may hold. Vocabularies hold short labels (the longest
 shipped is a few dozen characters); the bound keeps a request's memory in proportion to its
 body, as text arrays are as wide as their longest value."""
-
-
-class FeatureError(ValueError):
-    """A request column the manifest cannot turn into model input; names feature and row."""
-
-    def __init__(self, feature: str, message: str, row: int | None = None) -> None:
-        self.feature = feature
-        self.row = row
-        self.message = message
-        where = f"feature {feature!r}" + (f", row {row}" if row is not None else "")
-        super().__init__(f"{where}: {message}")
-
-    def at_row(self, row: int | None) -> FeatureError:
-        """The same error about ``row`` (a request's own row, not its batch's)."""
-        return FeatureError(self.feature, self.message, row)
 
 
 _is_text = np.frompyfunc(lambda v: isinstance(v, (str, bytes)), 1, 1)

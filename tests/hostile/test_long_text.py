@@ -28,7 +28,7 @@ from hostile_support import (
     v2_inputs,
 )
 
-from service.protocol.errors import from_exception
+from service.protocol.errors import NATIVE, V2, as_service_error
 
 ROWS = 10_000
 ROW = 7_777
@@ -122,6 +122,6 @@ def test_one_long_text_value_is_refused_by_name_with_little_memory(
 
 def test_memory_error_is_413() -> None:
     """A request that needs more memory than there is: 413 (too large), never a 500."""
-    for status in (422, 400):
-        err = from_exception(MemoryError(), status, "features")
-        assert (err.status, err.code) == (413, "too_large")
+    for style in (NATIVE, V2):
+        err = as_service_error(MemoryError(), "features")
+        assert (style.status(err), err.code) == (413, "too_large")

@@ -1,0 +1,186 @@
+"""The Open Inference Protocol (KServe v2) REST endpoints: server and model metadata,
+health, and inference over the data plane (see :mod:`.codec` for the wire format)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.dataplane import DataPlane
+from service.protocol.common import (
+    SERVER_VERSION,
+    Version,
+    documented_route,
+    json_response,
+    resolve,
+    service_state,
+    serving_repository,
+    timeout_header_s,
+)
+from service.protocol.errors import V2, as_service_error
+from service.protocol.http import HttpRequest, Reply
+from service.protocol.schemas import ErrorBody, v2_request_body
+from service.protocol.v2.codec import (
+    BASE_OUTPUTS,
+    HEADER_LENGTH,
+    available_outputs,
+    decode_request,
+    encode_response,
+)
+from service.runtime.model import ModelRuntime
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+
+@router.get("")
+async def server_metadata() -> Response:
+    """Server name, version and the protocol extensions it implements."""
+    return json_response(
+        {"name": "watchtime", "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
+    )
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    """Liveness."""
+    return json_response({"live": True})
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> Response:
+    """Readiness (false during loading and from the start of a shutdown)."""
+    state = service_state(request)
+    return json_response({"ready": state.ready}, 200 if state.ready else 503)
+
+
+_DATATYPES = {"string": "BYTES", "number": "FP64", "integer": "INT64"}
+
+
+def _metadata(model: ModelRuntime, request: Request) -> Response:
+    meta = model.metadata()
+    inputs = [
+        {"name": column["name"], "datatype": _DATATYPES[column["kind"]], "shape": [-1]}
+        for column in meta["inputs"]
+    ]
+    outputs = [
+        {"name": name, "datatype": "FP64", "shape": [-1] if name in BASE_OUTPUTS else [-1, -1]}
+        for name in available_outputs(model, None)
+    ]
+    # inputs where NaN marks a missing value (INT64 ones sent as FP64 or FP32); one
+    # comma-separated string, as v2 parameters are scalars
+    nullable = [column["name"] for column in meta["inputs"] if column["kind"] != "string"]
+    return json_response(
+        {
+            "name": meta["name"],
+            "versions": serving_repository(request).versions(model.name),
+            "platform": meta["platform"],
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "family": meta["family"],
+                "quick_skip_threshold_s": meta["quick_skip_threshold_s"],
+                "nullable_inputs": ",".join(nullable),
+            },
+        }
+    )
+
+
+@router.get("/models/{name}")
+async def model_metadata(request: Request, name: str) -> Response:
+    """Inputs (one per raw feature column) and outputs of the model's highest version."""
+    return _metadata(resolve(request, name), request)
+
+
+@router.get("/models/{name}/versions/{version}")
+async def model_version_metadata(request: Request, name: str, version: Version) -> Response:
+    """Inputs and outputs of one model version."""
+    return _metadata(resolve(request, name, version), request)
+
+
+def _model_ready(request: Request, name: str, version: str | None) -> Response:
+    model = resolve(request, name, version)
+    ok = service_state(request).ready
+    return json_response({"name": model.name, "ready": ok}, 200 if ok else 503)
+
+
+@router.get("/models/{name}/ready")
+async def model_ready(request: Request, name: str) -> Response:
+    """Whether the model serves (loaded, warmed up, no shutdown under way)."""
+    return _model_ready(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_version_ready(request: Request, name: str, version: Version) -> Response:
+    """Whether this model version serves."""
+    return _model_ready(request, name, version)
+
+
+async def serve_infer(
+    plane: DataPlane, request: HttpRequest, name: str, version: str | None
+) -> Reply:
+    """A v2 inference, from the request's headers and body to the reply to send."""
+    arrival = time.monotonic()
+    with plane.observe("infer") as record:
+        try:
+            model = plane.model(name, version)
+            record.model = model.name
+            header_timeout = timeout_header_s(request.headers)
+            body = await request.body(plane.settings.max_body_bytes)
+            decoded = await plane.decode(
+                decode_request,
+                model,
+                body,
+                request.headers.get(HEADER_LENGTH),
+                plane.settings.max_request_rows,
+                plane.admission(model),
+            )
+            deadline = plane.deadline(arrival, header_timeout, decoded.timeout_s)
+            result = await plane.infer(
+                model, decoded.columns, decoded.n, decoded.options, deadline, request.disconnected()
+            )
+            out, json_length = encode_response(model, decoded, result)
+            if json_length is None:
+                reply = Reply(200, out)
+            else:
+                reply = Reply(
+                    200,
+                    out,
+                    "application/octet-stream",
+                    {"Inference-Header-Content-Length": str(json_length)},
+                )
+        except Exception as exc:  # every failure becomes the protocol's error body
+            reply = Reply.error(as_service_error(exc, "inputs"), V2)
+        record.status = reply.status
+    return reply
+
+
+async def _documented_infer(request: Request, name: str, version: str | None) -> Response:
+    """The FastAPI route's body: the same handler (hosts that bypass the fast path)."""
+    return await documented_route(serve_infer, request, name, version)
+
+
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": 'invalid input (v2 body: {"error": ...})'},
+    404: {"model": ErrorBody, "description": "unknown model"},
+    413: {"model": ErrorBody, "description": "body or row count over the limit"},
+    429: {"model": ErrorBody, "description": "queue full: retry after Retry-After seconds"},
+    503: {"model": ErrorBody, "description": "models not loaded yet"},
+    504: {"model": ErrorBody, "description": "deadline (timeout parameter) passed in queue"},
+}
+
+INFER_DOC: dict[str, Any] = {"openapi_extra": v2_request_body(), "responses": V2_ERRORS}
+
+
+@router.post("/models/{name}/infer", **INFER_DOC)
+async def infer(request: Request, name: str) -> Response:
+    """Inference on the model's highest version (JSON or binary tensors)."""
+    return await _documented_infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **INFER_DOC)
+async def infer_version(request: Request, name: str, version: Version) -> Response:
+    """Inference on one model version."""
+    return await _documented_infer(request, name, version)
