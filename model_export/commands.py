@@ -18,7 +18,7 @@ from model_export.evaluation.runs import (
     run_egmn,
     served_metrics,
 )
-from model_export.evaluation.served import ExportedModel
+from model_export.evaluation.served import load_served, served_distribution
 from model_export.evaluation.tables import metrics_table
 from model_export.export.runs import write_baseline, write_egmn
 from model_export.models.registry import SERVED
@@ -112,11 +112,11 @@ def export(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Score an exported directory on the test day through the serving path only."""
-    model = ExportedModel(args.model_dir)
+    model = load_served(args.model_dir)
     split = split_by_day(load_joined(args.data_dir))
     start = time.perf_counter()
     columns = raw_columns(split.test, model.manifest.source_columns())
-    dist = model.distribution(columns)
+    dist = served_distribution(model, columns)
     metrics = evaluate_distribution(dist, labels(split.test), model.manifest.quick_skip_threshold_s)
     print(f"scored {len(split.test)} rows in {time.perf_counter() - start:.1f} s")
     rows = {f"{model.manifest.name}/{model.manifest.version} (onnx)": metrics}
@@ -201,7 +201,7 @@ def _manifest_metrics(model_dir: Path) -> dict[str, float]:
 
 
 def tune(args: argparse.Namespace) -> None:
-    """Validation-day tuning of EGMN (model_export.evaluation.tuning); never reads the test day's labels."""
+    """Validation-day tuning of EGMN (evaluation.tuning); never reads the test day's labels."""
     import json
 
     from model_export.evaluation import tuning

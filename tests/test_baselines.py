@@ -19,7 +19,7 @@ from model_export.data import load_joined, raw_columns, split_by_day
 from model_export.data.features import fit_features
 from model_export.data.prepared import Prepared, encode, training_window
 from model_export.evaluation.runs import run_baseline
-from model_export.evaluation.served import ExportedModel
+from model_export.evaluation.served import load_served, served_distribution, served_params
 from model_export.export.model_dir import write_model_dir
 from model_export.models.baseline import BaselineModel, ServingBaseline
 from model_export.models.cread import CREAD, cread_thresholds, running_min, survival_mean
@@ -250,8 +250,9 @@ def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: st
         model.scale_s.fill_(17.5)  # type: ignore[operator]
     model.eval()
     serving = ServingBaseline(model)
+    model_dir = tmp_path / name / "1"
     manifest = write_model_dir(
-        tmp_path,
+        model_dir,
         serving,
         fitted,
         name=name,
@@ -261,16 +262,18 @@ def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: st
         extras=model.extras(),
         family=str(model.family),
     )
-    assert Manifest.read(tmp_path / "manifest.json") == manifest
+    assert Manifest.read(model_dir / "manifest.json") == manifest
     assert manifest.family == model.family
-    exported = ExportedModel(tmp_path)
+    exported = load_served(model_dir)
     enc = encode(fitted, rows)
     with torch.no_grad():
         raw = model(enc.categorical, enc.numeric)
         reference = dict(zip(serving.output_names(), model.served(raw), strict=True))
         restored = model.restore(raw).double().numpy()
     for n in (1, 5, len(rows)):  # dynamic batch dimension, every output per row
-        got = exported.params(raw_columns(rows.iloc[:n], exported.manifest.source_columns()))
+        got = served_params(
+            exported, raw_columns(rows.iloc[:n], exported.manifest.source_columns())
+        )
         assert set(got) == set(reference)
         for key, value in got.items():
             want = reference[key][:n].double().numpy()
@@ -278,7 +281,7 @@ def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: st
             # float32 graphs: relative to each output's own magnitude
             atol = 1e-5 * float(np.abs(want).max()) + 1e-12
             np.testing.assert_allclose(value, want, rtol=2e-5, atol=atol, err_msg=key)
-    dist = exported.distribution(raw_columns(rows, exported.manifest.source_columns()))
+    dist = served_distribution(exported, raw_columns(rows, exported.manifest.source_columns()))
     assert type(dist) is get_family(str(model.family))
     atol = 1e-5 * float(np.abs(restored).max())
     np.testing.assert_allclose(dist.point(), np.maximum(restored, 0.0), rtol=1e-4, atol=atol)
@@ -336,11 +339,11 @@ def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> Non
     from model_export.data import labels
     from model_export.evaluation.metrics import evaluate_distribution
 
-    model = ExportedModel(model_dir)
+    model = load_served(model_dir)
     assert model.manifest.family == get_family(model.manifest.family).family
     assert model.manifest.evaluation is not None
     test: pd.DataFrame = split.test  # type: ignore[attr-defined]
-    dist = model.distribution(raw_columns(test, model.manifest.source_columns()))
+    dist = served_distribution(model, raw_columns(test, model.manifest.source_columns()))
     got = evaluate_distribution(dist, labels(test))
     for key, value in model.manifest.evaluation.metrics.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key

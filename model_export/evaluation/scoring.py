@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 
 from model_export.data.kuairand import Split, raw_columns
@@ -27,10 +26,10 @@ from model_export.evaluation.metrics import (
     roc_auc,
     xauc,
 )
-from model_export.evaluation.served import ExportedModel
+from model_export.evaluation.served import load_served, served_distribution
 from model_export.training.baselines import BaselineRun, d2q_point
 from service.distributions import Distribution
-from service.runtime.features import encode_features
+from service.runtime.model import SessionConfig
 
 DURATION_GROUPS: tuple[tuple[str, float, float], ...] = (
     ("unknown", math.nan, math.nan),
@@ -119,12 +118,7 @@ def onnx_rows_per_s(
     least disturbed one). Features and the post-processor are not included: they are the
     same numpy code for every model except the family's arithmetic.
     """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
+    session = load_served(model_dir, SessionConfig(intra_op_threads=1, inter_op_threads=1)).session
     n = len(next(iter(inputs.values())))
     chunks = [{k: v[a : a + batch] for k, v in inputs.items()} for a in range(0, n, batch)]
     session.run(None, chunks[0])  # warm-up
@@ -141,16 +135,16 @@ def score_exported(
     model_dir: Path, test: pd.DataFrame, label: str | None = None, measure_speed: bool = True
 ) -> Scored:
     """A model directory scored through the serving path."""
-    model = ExportedModel(model_dir)
+    model = load_served(model_dir)
     manifest = model.manifest
     columns = raw_columns(test, manifest.source_columns())
-    dist = model.distribution(columns)
+    dist = served_distribution(model, columns)
     extras = manifest.extras
     seconds = extras.get("train_seconds")
     cpu = extras.get("train_cpu_seconds")
     speed = None
     if measure_speed:
-        speed = onnx_rows_per_s(model_dir, encode_features(manifest, columns))
+        speed = onnx_rows_per_s(model_dir, model.encode(columns))
     return Scored(
         name=label or manifest.name,
         family=manifest.family,

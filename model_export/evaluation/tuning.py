@@ -29,7 +29,7 @@ import torch
 from model_export.data.kuairand import Split, labels, raw_columns
 from model_export.data.prepared import Encoded, Prepared, encode, training_window
 from model_export.evaluation.metrics import evaluate_distribution, evaluate_point
-from model_export.evaluation.served import ExportedModel
+from model_export.evaluation.served import load_served, served_distribution
 from model_export.training.baselines import BaselineRun, d2q_point
 from model_export.training.checkpoint import load_run, save_run
 from model_export.training.config import TrainConfig
@@ -125,9 +125,9 @@ def score_shipped(models_dir: Path, split: Split) -> dict[str, dict[str, float]]
     out: dict[str, dict[str, float]] = {}
     for model_dir in sorted(models_dir.iterdir()):
         for version in version_dirs(model_dir):
-            model = ExportedModel(version)
+            model = load_served(version)
             columns = raw_columns(part, model.manifest.source_columns())
-            dist = model.distribution(columns)
+            dist = served_distribution(model, columns)
             out[f"{model_dir.name}/{version.name}"] = evaluate_distribution(
                 dist, y, model.manifest.quick_skip_threshold_s
             )
