@@ -17,7 +17,7 @@ from scipy import stats
 
 from model_export.data import load_joined, raw_columns, split_by_day
 from model_export.data.features import fit_features
-from model_export.data.prepared import Prepared, encode, training_window
+from model_export.data.prepared import Prepared, encode, prepare_split, training_window
 from model_export.evaluation.runs import run_baseline
 from model_export.evaluation.served import load_served, served_distribution, served_params
 from model_export.export.model_dir import write_model_dir
@@ -299,14 +299,7 @@ def small_prepared(split: object, n_train: int = 6_000, n_eval: int = 1_500) -> 
         validation=split.validation.iloc[:n_eval].reset_index(drop=True),  # type: ignore[attr-defined]
         test=split.test.iloc[:n_eval].reset_index(drop=True),  # type: ignore[attr-defined]
     )
-    fitted = fit_features(s.train)
-    return Prepared(
-        split=s,
-        fitted=fitted,
-        train=encode(fitted, s.train),
-        validation=encode(fitted, s.validation),
-        test=encode(fitted, s.test),
-    )
+    return prepare_split(s)
 
 
 @pytest.mark.slow

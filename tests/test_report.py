@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from model_export.data import load_joined, split_by_day
-from model_export.data.features import fit_features
-from model_export.data.prepared import Prepared, encode
+from model_export.data.prepared import prepare_split
 from model_export.evaluation import report as evaluation
 from model_export.evaluation.runs import manifest_evaluation, run_baseline
 from model_export.evaluation.scoring import DURATION_GROUPS, Scored, duration_group
@@ -56,14 +55,7 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
         validation=full.validation.iloc[:1_000].reset_index(drop=True),
         test=full.test.iloc[:1_200].reset_index(drop=True),
     )
-    fitted = fit_features(split.train)
-    prepared = Prepared(
-        split=split,
-        fitted=fitted,
-        train=encode(fitted, split.train),
-        validation=encode(fitted, split.validation),
-        test=encode(fitted, split.test),
-    )
+    prepared = prepare_split(split)
     models_dir, reports_dir = tmp_path / "models", tmp_path / "reports"
     shutil.copytree(ROOT / "models" / "egmn" / "1", models_dir / "egmn" / "1")
     small = {"hidden": (16,), "max_epochs": 1, "batch_size": 512}

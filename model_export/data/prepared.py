@@ -67,7 +67,11 @@ def encode(fitted: FittedFeatures, df: pd.DataFrame) -> Encoded:
 
 def prepare(data_dir: Path = DEFAULT_DATA_DIR) -> Prepared:
     """Load, split by day, fit the feature schema on the training days and encode every day."""
-    split = split_by_day(load_joined(data_dir))
+    return prepare_split(split_by_day(load_joined(data_dir)))
+
+
+def prepare_split(split: Split) -> Prepared:
+    """Fit the feature schema on a split's training days and encode each of its day ranges."""
     fitted = fit_features(split.train)
     return Prepared(
         split=split,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,13 @@ import numpy as np
 import torch
 
 from model_export.data.kuairand import Split, labels, raw_columns
-from model_export.data.prepared import Encoded, Prepared, encode, training_window
+from model_export.data.prepared import Encoded, Prepared, encode
 from model_export.evaluation.metrics import evaluate_distribution, evaluate_point
 from model_export.evaluation.served import load_served, served_distribution
 from model_export.training.baselines import BaselineRun, d2q_point
-from model_export.training.checkpoint import load_run, save_run
+from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
 from model_export.training.config import TrainConfig
-from model_export.training.egmn import EGMNRun, fit_calibration, predict_distribution, train_on
+from model_export.training.egmn import EGMNRun, fit_calibration, fit_egmn, predict_distribution
 from service.versions import version_dirs
 
 # The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2).
@@ -81,29 +80,19 @@ def run_config(
 ) -> dict[str, Any]:
     """Train one configuration, calibrate on the first half, score the second half."""
     config = config_of(name)
-    start, cpu = time.perf_counter(), time.process_time()
-    model, history = train_on(prepared, config, progress)
     first, second = halves(len(prepared.validation))
-    calibration = fit_calibration(model, _part(prepared.validation, first), config)
-    run = EGMNRun(
-        config=config,
-        fitted=prepared.fitted,
-        window=training_window(prepared.split),
-        model=model,
-        calibration=calibration,
-        history=history,
-        train_seconds=time.perf_counter() - start,
-        train_cpu_seconds=time.process_time() - cpu,
+    run = fit_egmn(
+        prepared, config, progress=progress, calibration_rows=_part(prepared.validation, first)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_run(run, out_dir / name / "checkpoint.pt")
+    save_run(run, out_dir / name / CHECKPOINT)
     scored = _part(prepared.validation, second)
     y = scored.y.double().numpy()
     result = {
         "name": name,
         "changes": CONFIGS[name],
-        "best_epoch": history.best_epoch + 1,
-        "validation_nll_scaled": history.validation_nll,
+        "best_epoch": run.history.best_epoch + 1,
+        "validation_nll_scaled": run.history.validation_nll,
         "train_seconds": run.train_seconds,
         "train_cpu_seconds": run.train_cpu_seconds,
         "uncalibrated": evaluate_distribution(

@@ -180,12 +180,21 @@ def train_on(prepared: Prepared, config: TrainConfig, progress: bool) -> tuple[E
 
 
 def fit_egmn(
-    prepared: Prepared, config: TrainConfig, calibrate: bool = True, progress: bool = True
+    prepared: Prepared,
+    config: TrainConfig,
+    calibrate: bool = True,
+    progress: bool = True,
+    calibration_rows: Encoded | None = None,
 ) -> EGMNRun:
-    """Train, then calibrate on the validation day; the test day is not read here."""
+    """Train, then calibrate on the validation day; the test day is not read here.
+
+    ``calibration_rows`` are the rows the calibration is fitted on (default: the whole
+    validation day; the tuning keeps half of it back to score on).
+    """
     start, cpu_start = time.perf_counter(), time.process_time()
     model, history = train_on(prepared, config, progress)
-    calibration = fit_calibration(model, prepared.validation, config) if calibrate else None
+    rows = prepared.validation if calibration_rows is None else calibration_rows
+    calibration = fit_calibration(model, rows, config) if calibrate else None
     return EGMNRun(
         config=config,
         fitted=prepared.fitted,
