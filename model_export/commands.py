@@ -19,7 +19,7 @@ from model_export.evaluation.runs import (
     served_metrics,
 )
 from model_export.evaluation.served import load_served, served_distribution
-from model_export.evaluation.tables import metrics_table
+from model_export.evaluation.tables import headline_table, metrics_table
 from model_export.export.runs import write_baseline, write_egmn
 from model_export.models.registry import SERVED
 from model_export.training.baselines import BaselineRun
@@ -149,7 +149,7 @@ def report(
     inputs = evaluation.collect(args.models_dir, split, d2q)
     path = evaluation.write_report(args.reports_dir, inputs, args.models_dir, build_seconds=build_s)
     print(f"wrote {path}")
-    print(evaluation.headline_table(inputs.models))
+    print(headline_table(inputs.models))
 
 
 def build_all(args: argparse.Namespace) -> None:
