@@ -1,4 +1,4 @@
-"""What each CLI command does; argument parsing stays in ``__main__``."""
+"""What each CLI command does; argument parsing stays in ``model_export.cli``."""
 
 from __future__ import annotations
 
@@ -7,28 +7,28 @@ import dataclasses
 import time
 from pathlib import Path
 
-from model_export import baseline_train
-from model_export.baseline_train import BaselineConfig, BaselineRun, run_baseline
-from model_export.data import labels, load_joined, raw_columns, split_by_day
-from model_export.export import write_model_dir
-from model_export.metrics import evaluate_distribution
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import (
-    EGMNRun,
-    baseline_metrics,
-    load_run,
-    metric_notes,
-    prepare,
+from model_export.data.kuairand import labels, load_joined, raw_columns, split_by_day
+from model_export.data.prepared import prepare
+from model_export.evaluation.egmn_report import write_egmn_report
+from model_export.evaluation.metrics import evaluate_distribution
+from model_export.evaluation.reference import REFERENCE, baseline_metrics
+from model_export.evaluation.runs import (
+    manifest_evaluation,
+    run_baseline,
     run_egmn,
-    save_run,
     served_metrics,
 )
-from model_export.report import metrics_table, write_report
-from model_export.train import TrainConfig
-from service.manifest import Evaluation, Manifest
+from model_export.evaluation.served import load_served, served_distribution
+from model_export.evaluation.tables import headline_table, metrics_table
+from model_export.export.runs import write_baseline, write_egmn
+from model_export.models.registry import SERVED
+from model_export.training.baselines import BaselineRun
+from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
+from model_export.training.config import BaselineConfig, TrainConfig
+from model_export.training.egmn import EGMNRun
+from service.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = "per_video_median"
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -36,9 +36,9 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 
 def _print_run(run: EGMNRun, label: str) -> None:
-    rows = {f"{label} {k}": v for k, v in run.metrics.items() if k != BASELINE}
-    if BASELINE in run.metrics:
-        rows[BASELINE] = run.metrics[BASELINE]
+    rows = {f"{label} {k}": v for k, v in run.metrics.items() if k != REFERENCE}
+    if REFERENCE in run.metrics:
+        rows[REFERENCE] = run.metrics[REFERENCE]
     window = run.window
     print(f"\ntest day {window.test_date}, {window.rows_test} rows; took {run.seconds:.0f} s")
     print(metrics_table(rows))
@@ -54,12 +54,12 @@ def _baseline_config(args: argparse.Namespace) -> BaselineConfig:
 def _train_baseline(args: argparse.Namespace) -> None:
     prepared = prepare(args.data_dir)
     run = run_baseline(prepared, _baseline_config(args), progress=not args.quiet)
-    path = _run_dir(args) / "checkpoint.pt"
-    baseline_train.save_run(run, path)
+    path = _run_dir(args) / CHECKPOINT
+    save_run(run, path)
     print(f"checkpoint: {path}")
     window = run.window
     print(f"\ntest day {window.test_date}, {window.rows_test} rows; took {run.seconds:.0f} s")
-    rows = {run.name: run.metrics, BASELINE: baseline_metrics(prepared)}
+    rows = {run.name: run.metrics, REFERENCE: baseline_metrics(prepared)}
     print(metrics_table(rows))
 
 
@@ -73,116 +73,38 @@ def train(args: argparse.Namespace) -> None:
         config = dataclasses.replace(config, max_epochs=args.epochs)
     prepared = prepare(args.data_dir)
     run = run_egmn(prepared, config, calibrate=not args.no_calibration, progress=not args.quiet)
-    run.metrics[BASELINE] = baseline_metrics(prepared)
-    path = _run_dir(args) / "checkpoint.pt"
+    run.metrics[REFERENCE] = baseline_metrics(prepared)
+    path = _run_dir(args) / CHECKPOINT
     save_run(run, path)
     print(f"checkpoint: {path}")
     _print_run(run, "egmn" if config.point_mass else "egmn-no-p0")
 
 
-def _evaluation(run: EGMNRun, references: dict[str, dict[str, float]]) -> Evaluation:
-    return Evaluation(
-        split="test",
-        date=run.window.test_date,
-        rows=run.window.rows_test,
-        metrics=served_metrics(run),
-        references=references,
-        notes=metric_notes(),
-    )
-
-
-def _extras(run: EGMNRun) -> dict[str, float | str | list[float]]:
-    extras: dict[str, float | str | list[float]] = {
-        "label_scale_s": run.config.label_scale,
-        "n_gaussians": float(run.config.n_gaussians),
-        "point_mass": "yes" if run.config.point_mass else "no",
-        "calibrated": "yes" if run.calibration is not None else "no",
-        "best_epoch": float(run.history.best_epoch + 1),
-        "train_config": repr(run.config.as_dict()),
-        "train_seconds": round(run.train_seconds, 1),
-        "train_cpu_seconds": round(run.train_cpu_seconds, 1),
-    }
-    if run.calibration is not None:
-        extras.update(run.calibration.summary())
-    return extras
-
-
 def _write(
     run: EGMNRun, out: Path, version: str, references: dict[str, dict[str, float]]
 ) -> Manifest:
-    return write_model_dir(
-        out,
-        run.serving(calibrated=True),
-        run.fitted,
-        name="egmn",
-        version=version,
-        window=run.window,
-        evaluation=_evaluation(run, references),
-        extras=_extras(run),
-        description=(
-            "EGMN: exponential + 10 truncated Gaussians"
-            + (" + point mass at 0" if run.config.point_mass else "")
-            + (", calibrated on the validation day" if run.calibration is not None else "")
-            + f"; loss NLL + {run.config.alpha:g} * sum(w log w) + {run.config.beta:g} * L1"
-        ),
+    return write_egmn(
+        run, out, version, manifest_evaluation(run.window, served_metrics(run), references)
     )
 
 
-def write_baseline(
+def _write_baseline(
     run: BaselineRun, out: Path, version: str, references: dict[str, dict[str, float]]
 ) -> Manifest:
-    """A served baseline's model directory; its manifest names its own family."""
-    family = run.model.family
-    if family is None:
-        raise ValueError(f"{run.name} is evaluated offline only; it has no served family")
-    extras: dict[str, float | str | list[float]] = {
-        "label_scale_s": run.config.label_scale,
-        "best_epoch": float(run.history.best_epoch + 1),
-        "train_config": repr(run.config.as_dict()),
-        "train_seconds": round(run.seconds, 1),
-        "train_cpu_seconds": round(run.cpu_seconds, 1),
-        **run.model.extras(),
-    }
-    evaluation = Evaluation(
-        split="test",
-        date=run.window.test_date,
-        rows=run.window.rows_test,
-        metrics=run.metrics,
-        references=references,
-        notes=metric_notes(),
+    return write_baseline(
+        run, out, version, manifest_evaluation(run.window, run.metrics, references)
     )
-    return write_model_dir(
-        out,
-        run.serving(),
-        run.fitted,
-        name=run.name,
-        version=version,
-        window=run.window,
-        evaluation=evaluation,
-        extras=extras,
-        description=BASELINE_DESCRIPTIONS[run.name],
-        family=family,
-    )
-
-
-BASELINE_DESCRIPTIONS = {
-    "vr": "Value regression (MSE) served as a normal censored at 0, spread fitted on validation",
-    "wlr": "Weighted logistic regression; odds = expected watch time, served as an exponential",
-    "ziln": "Zero-inflated lognormal likelihood (atom at 0 + lognormal)",
-    "softmax": "Bucket classification over exponentially growing buckets, served as a histogram",
-    "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
-}
 
 
 def export(args: argparse.Namespace) -> None:
     """Model directory from a saved checkpoint."""
     out = args.out if args.out is not None else ROOT / "models" / args.model / args.version
     if args.model != "egmn":
-        brun = baseline_train.load_run(_run_dir(args) / "checkpoint.pt")
-        manifest = write_baseline(brun, out, args.version, {})
+        brun = load_run(_run_dir(args) / CHECKPOINT, BaselineRun)
+        manifest = _write_baseline(brun, out, args.version, {})
         print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
         return
-    run = load_run(_run_dir(args) / "checkpoint.pt")
+    run = load_run(_run_dir(args) / CHECKPOINT, EGMNRun)
     references = {k: v for k, v in run.metrics.items() if k != "calibrated"}
     manifest = _write(run, out, args.version, references)
     print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
@@ -190,11 +112,11 @@ def export(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Score an exported directory on the test day through the serving path only."""
-    model = ExportedModel(args.model_dir)
+    model = load_served(args.model_dir)
     split = split_by_day(load_joined(args.data_dir))
     start = time.perf_counter()
     columns = raw_columns(split.test, model.manifest.source_columns())
-    dist = model.distribution(columns)
+    dist = served_distribution(model, columns)
     metrics = evaluate_distribution(dist, labels(split.test), model.manifest.quick_skip_threshold_s)
     print(f"scored {len(split.test)} rows in {time.perf_counter() - start:.1f} s")
     rows = {f"{model.manifest.name}/{model.manifest.version} (onnx)": metrics}
@@ -206,12 +128,12 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def _d2q_run(runs_dir: Path, data_dir: Path, quiet: bool) -> BaselineRun:
     """D2Q's saved run, or a fresh one (it is not exported, so the report may need to train it)."""
-    path = runs_dir / "d2q" / "checkpoint.pt"
+    path = runs_dir / "d2q" / CHECKPOINT
     if path.exists():
-        return baseline_train.load_run(path)
+        return load_run(path, BaselineRun)
     print(f"no {path}: training d2q (about a minute)")
     run = run_baseline(prepare(data_dir), BaselineConfig(model="d2q"), progress=not quiet)
-    baseline_train.save_run(run, path)
+    save_run(run, path)
     return run
 
 
@@ -219,7 +141,7 @@ def report(
     args: argparse.Namespace, d2q: BaselineRun | None = None, build_s: float | None = None
 ) -> None:
     """reports/evaluation.{md,json} and plots from the shipped model directories."""
-    from model_export import evaluation
+    from model_export.evaluation import report as evaluation
 
     split = split_by_day(load_joined(args.data_dir))
     if d2q is None:
@@ -227,7 +149,7 @@ def report(
     inputs = evaluation.collect(args.models_dir, split, d2q)
     path = evaluation.write_report(args.reports_dir, inputs, args.models_dir, build_seconds=build_s)
     print(f"wrote {path}")
-    print(evaluation.headline_table(inputs.models))
+    print(headline_table(inputs.models))
 
 
 def build_all(args: argparse.Namespace) -> None:
@@ -242,31 +164,31 @@ def build_all(args: argparse.Namespace) -> None:
         "egmn uncalibrated": with_p0.metrics["uncalibrated"],
         "egmn-no-p0 calibrated": without_p0.metrics["calibrated"],
         "egmn-no-p0 uncalibrated": without_p0.metrics["uncalibrated"],
-        BASELINE: baseline,
+        REFERENCE: baseline,
     }
     out = args.models_dir / "egmn" / "1"
     manifest = _write(with_p0, out, "1", references)
     rows = {"egmn calibrated (shipped)": manifest.evaluation.metrics if manifest.evaluation else {}}
     rows.update(references)
     elapsed = time.perf_counter() - start
-    write_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0, elapsed)
+    write_egmn_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0, elapsed)
     print(f"\nwrote {out}; test day {with_p0.window.test_date} ({with_p0.window.rows_test} rows)")
     print(metrics_table(rows))
     # The configuration chosen on the validation day (reports/tuning.md), served by default.
-    from model_export import tune as tuning
+    from model_export.evaluation import tuning
 
     tuned = run_egmn(prepared, tuning.config_of(tuning.SERVED), progress=progress)
-    references_v2 = {"egmn/1 (paper settings)": served_metrics(with_p0), BASELINE: baseline}
+    references_v2 = {"egmn/1 (paper settings)": served_metrics(with_p0), REFERENCE: baseline}
     out_v2 = args.models_dir / "egmn" / "2"
     _write(tuned, out_v2, "2", references_v2)
     print(f"wrote {out_v2}: EGMN with the tuned configuration {tuning.SERVED}")
-    for name in baseline_train.SERVED:
+    for name in SERVED:
         run = run_baseline(prepared, BaselineConfig(model=name), progress=progress)
         target = args.models_dir / name / "1"
-        write_baseline(run, target, "1", {BASELINE: baseline})
+        _write_baseline(run, target, "1", {REFERENCE: baseline})
         print(f"wrote {target}: {name} in {run.seconds:.0f} s")
     d2q = run_baseline(prepared, BaselineConfig(model="d2q"), progress=progress)
-    baseline_train.save_run(d2q, args.runs_dir / "d2q" / "checkpoint.pt")
+    save_run(d2q, args.runs_dir / "d2q" / CHECKPOINT)
     del prepared
     report(args, d2q=d2q, build_s=time.perf_counter() - start)
     print(f"build-all took {time.perf_counter() - start:.0f} s")
@@ -279,10 +201,10 @@ def _manifest_metrics(model_dir: Path) -> dict[str, float]:
 
 
 def tune(args: argparse.Namespace) -> None:
-    """Validation-day tuning of EGMN (model_export.tune); never reads the test day's labels."""
+    """Validation-day tuning of EGMN (evaluation.tuning); never reads the test day's labels."""
     import json
 
-    from model_export import tune as tuning
+    from model_export.evaluation import tuning
 
     tuning.set_threads()
     if args.config is not None:
@@ -297,17 +219,17 @@ def tune(args: argparse.Namespace) -> None:
         print(tuning.table(shipped))
     if args.ship is not None:
         prepared = prepare(args.data_dir)
-        run = tuning.finish(prepared, load_run(args.runs_dir / args.ship / "checkpoint.pt"))
+        run = tuning.finish(prepared, load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun))
         references = {
             "egmn/1 (paper settings)": _manifest_metrics(args.models_dir / "egmn" / "1"),
-            BASELINE: baseline_metrics(prepared),
+            REFERENCE: baseline_metrics(prepared),
         }
         out = args.models_dir / "egmn" / args.version
         manifest = _write(run, out, args.version, references)
         print(f"wrote {out} (sha256 {manifest.onnx_sha256[:12]}...)")
     if args.table:
         shipped = json.loads((args.runs_dir / "shipped.json").read_text())
-        d2q = args.runs_dir.parent / "d2q" / "checkpoint.pt"
+        d2q = args.runs_dir.parent / "d2q" / CHECKPOINT
         if d2q.exists():
             split = split_by_day(load_joined(args.data_dir))
             shipped["d2q (offline run)"] = tuning.score_d2q_validation(d2q, split)

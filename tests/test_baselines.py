@@ -15,37 +15,23 @@ import pytest
 import torch
 from scipy import stats
 
-from model_export.baseline_models import (
-    CREAD,
-    BaselineModel,
-    BucketSoftmax,
-    DurationQuantile,
-    ServingBaseline,
-    ValueRegression,
-    WeightedLogistic,
-    ZeroInflatedLognormal,
-    cread_thresholds,
-    exponential_bucket_edges,
-    running_min,
-    survival_mean,
-)
-from model_export.baseline_train import (
-    SERVED,
-    BaselineConfig,
-    DurationGroups,
-    build_model,
-    fit_normal_scale,
-    load_run,
-    predict_distribution,
-    run_baseline,
-    save_run,
-)
 from model_export.data import load_joined, raw_columns, split_by_day
-from model_export.export import write_model_dir
-from model_export.features import fit_features
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import Prepared, encode, training_window
-from model_export.train import TrainConfig
+from model_export.data.features import fit_features
+from model_export.data.prepared import Prepared, encode, prepare_split, training_window
+from model_export.evaluation.runs import run_baseline
+from model_export.evaluation.served import load_served, served_distribution, served_params
+from model_export.export.model_dir import write_model_dir
+from model_export.models.baseline import BaselineModel, ServingBaseline
+from model_export.models.cread import CREAD, cread_thresholds, running_min, survival_mean
+from model_export.models.d2q import DurationGroups, DurationQuantile
+from model_export.models.registry import SERVED
+from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
+from model_export.models.vr import ValueRegression, fit_normal_scale
+from model_export.models.wlr import WeightedLogistic
+from model_export.models.ziln import ZeroInflatedLognormal
+from model_export.training.baselines import BaselineRun, baseline_distribution, build_model
+from model_export.training.checkpoint import load_run, save_run
+from model_export.training.config import BaselineConfig, TrainConfig
 from service.distributions import Histogram, Survival, get_family
 from service.manifest import Manifest
 
@@ -264,8 +250,9 @@ def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: st
         model.scale_s.fill_(17.5)  # type: ignore[operator]
     model.eval()
     serving = ServingBaseline(model)
+    model_dir = tmp_path / name / "1"
     manifest = write_model_dir(
-        tmp_path,
+        model_dir,
         serving,
         fitted,
         name=name,
@@ -275,16 +262,18 @@ def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: st
         extras=model.extras(),
         family=str(model.family),
     )
-    assert Manifest.read(tmp_path / "manifest.json") == manifest
+    assert Manifest.read(model_dir / "manifest.json") == manifest
     assert manifest.family == model.family
-    exported = ExportedModel(tmp_path)
+    exported = load_served(model_dir)
     enc = encode(fitted, rows)
     with torch.no_grad():
         raw = model(enc.categorical, enc.numeric)
         reference = dict(zip(serving.output_names(), model.served(raw), strict=True))
         restored = model.restore(raw).double().numpy()
     for n in (1, 5, len(rows)):  # dynamic batch dimension, every output per row
-        got = exported.params(raw_columns(rows.iloc[:n], exported.manifest.source_columns()))
+        got = served_params(
+            exported, raw_columns(rows.iloc[:n], exported.manifest.source_columns())
+        )
         assert set(got) == set(reference)
         for key, value in got.items():
             want = reference[key][:n].double().numpy()
@@ -292,7 +281,7 @@ def test_exported_baseline_matches_torch(split: object, tmp_path: Path, name: st
             # float32 graphs: relative to each output's own magnitude
             atol = 1e-5 * float(np.abs(want).max()) + 1e-12
             np.testing.assert_allclose(value, want, rtol=2e-5, atol=atol, err_msg=key)
-    dist = exported.distribution(raw_columns(rows, exported.manifest.source_columns()))
+    dist = served_distribution(exported, raw_columns(rows, exported.manifest.source_columns()))
     assert type(dist) is get_family(str(model.family))
     atol = 1e-5 * float(np.abs(restored).max())
     np.testing.assert_allclose(dist.point(), np.maximum(restored, 0.0), rtol=1e-4, atol=atol)
@@ -310,14 +299,7 @@ def small_prepared(split: object, n_train: int = 6_000, n_eval: int = 1_500) -> 
         validation=split.validation.iloc[:n_eval].reset_index(drop=True),  # type: ignore[attr-defined]
         test=split.test.iloc[:n_eval].reset_index(drop=True),  # type: ignore[attr-defined]
     )
-    fitted = fit_features(s.train)
-    return Prepared(
-        split=s,
-        fitted=fitted,
-        train=encode(fitted, s.train),
-        validation=encode(fitted, s.validation),
-        test=encode(fitted, s.test),
-    )
+    return prepare_split(s)
 
 
 @pytest.mark.slow
@@ -331,12 +313,12 @@ def test_a_short_run_learns_and_round_trips(split: object, tmp_path: Path, name:
     assert best == min(run.history.validation_nll)  # the best epoch is the one kept
     assert np.isfinite(run.metrics["mae_point"]) and np.isfinite(run.metrics["xauc_point"])
     save_run(run, tmp_path / "checkpoint.pt")
-    again = load_run(tmp_path / "checkpoint.pt")
+    again = load_run(tmp_path / "checkpoint.pt", BaselineRun)
     if name == "d2q":
         assert again.groups is not None and again.groups.n_groups == run.groups.n_groups  # type: ignore[union-attr]
     else:
-        a = predict_distribution(run, prepared.test).mean()
-        b = predict_distribution(again, prepared.test).mean()
+        a = baseline_distribution(run, prepared.test).mean()
+        b = baseline_distribution(again, prepared.test).mean()
         np.testing.assert_array_equal(a, b)
 
 
@@ -348,13 +330,13 @@ def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> Non
     assert (model_dir / "manifest.json").exists(), f"{model_dir} missing: run make models"
     assert (model_dir / "ATTRIBUTION.txt").read_text().count("CC BY-SA 4.0") >= 1
     from model_export.data import labels
-    from model_export.metrics import evaluate_distribution
+    from model_export.evaluation.metrics import evaluate_distribution
 
-    model = ExportedModel(model_dir)
+    model = load_served(model_dir)
     assert model.manifest.family == get_family(model.manifest.family).family
     assert model.manifest.evaluation is not None
     test: pd.DataFrame = split.test  # type: ignore[attr-defined]
-    dist = model.distribution(raw_columns(test, model.manifest.source_columns()))
+    dist = served_distribution(model, raw_columns(test, model.manifest.source_columns()))
     got = evaluate_distribution(dist, labels(test))
     for key, value in model.manifest.evaluation.metrics.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key

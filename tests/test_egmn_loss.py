@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from model_export.egm_torch import EGMParams, cdf, egmn_loss, log_prob, point, soft_coverage
-from model_export.egmn import EGMN, Calibration, ServingEGMN
+from model_export.models.egm import EGMParams, cdf, egmn_loss, log_prob, point, soft_coverage
+from model_export.models.egmn import EGMN, Calibration, ServingEGMN
 
 
 @pytest.fixture(autouse=True)

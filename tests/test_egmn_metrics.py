@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_export.metrics import coverage, crps, mae, roc_auc, xauc
+from model_export.evaluation.metrics import coverage, crps, mae, roc_auc, xauc
 from service.distributions import EGM
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from model_export.data import labels, load_joined, raw_columns, split_by_day
-from model_export.egmn import EGMN, Calibration, ServingEGMN
-from model_export.export import write_model_dir
-from model_export.features import fit_features
-from model_export.metrics import evaluate_distribution
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import encode, training_window
+from model_export.data.features import fit_features
+from model_export.data.prepared import encode, training_window
+from model_export.evaluation.metrics import evaluate_distribution
+from model_export.evaluation.served import load_served, served_distribution, served_params
+from model_export.export.model_dir import write_model_dir
+from model_export.models.egmn import EGMN, Calibration, ServingEGMN
 from service.distributions import EGM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +54,9 @@ def test_onnxruntime_matches_torch(split: object, tmp_path: Path, point_mass: bo
     rows: pd.DataFrame = split.test.iloc[:3_000]  # type: ignore[attr-defined]
     fitted = fit_features(train)
     serving = _serving(fitted.cardinalities, fitted.numeric_width, point_mass)
+    model_dir = tmp_path / "parity" / "1"
     write_model_dir(
-        tmp_path,
+        model_dir,
         serving,
         fitted,
         name="parity",
@@ -64,21 +65,23 @@ def test_onnxruntime_matches_torch(split: object, tmp_path: Path, point_mass: bo
         evaluation=None,
         extras={},
     )
-    exported = ExportedModel(tmp_path)
+    exported = load_served(model_dir)
     with torch.no_grad():
         enc = encode(fitted, rows)
         reference = dict(
             zip(serving.output_names(), serving(enc.categorical, enc.numeric), strict=True)
         )
     for n in (1, 7, len(rows)):  # dynamic batch dimension
-        got = exported.params(raw_columns(rows.iloc[:n], exported.manifest.source_columns()))
+        got = served_params(
+            exported, raw_columns(rows.iloc[:n], exported.manifest.source_columns())
+        )
         assert set(got) == set(reference)
         for name, value in got.items():
             want = reference[name][:n].double().numpy()
             assert value.shape == want.shape
             rel = np.max(np.abs(value - want) / np.maximum(np.abs(want), 1e-30))
             assert rel < 1e-5, f"{name}: relative difference {rel:.2e}"
-    ort_params = exported.params(raw_columns(rows, exported.manifest.source_columns()))
+    ort_params = served_params(exported, raw_columns(rows, exported.manifest.source_columns()))
     d_ort = EGM.from_params(ort_params)
     d_torch = EGM.from_params({k: v.double().numpy() for k, v in reference.items()})
     levels = np.array([0.1, 0.5, 0.9])
@@ -104,26 +107,28 @@ def test_onnxruntime_matches_torch(split: object, tmp_path: Path, point_mass: bo
 
 
 def test_unknown_and_missing_values_are_served(split: object) -> None:
-    model = ExportedModel(SHIPPED)
+    model = load_served(SHIPPED)
     rows: pd.DataFrame = split.test.iloc[:64]  # type: ignore[attr-defined]
     cols = raw_columns(rows, model.manifest.source_columns())
     cols["user_id"] = np.full(64, 10**9)  # never seen
     cols["tag"] = np.array([None] * 64, dtype=object)
     cols["duration_ms"] = np.zeros(64)  # unknown duration
-    dist = model.distribution(cols)
+    dist = served_distribution(model, cols)
     assert np.all(np.isfinite(dist.mean())) and np.all(dist.mean() > 0)
     np.testing.assert_allclose(dist.interval_mass(np.array([[0, 3], [3, np.inf]])).sum(1), 1.0)
 
 
 @pytest.mark.slow
 def test_shipped_model_reproduces_its_manifest_and_meets_the_bar(split: object) -> None:
-    model = ExportedModel(SHIPPED)
+    model = load_served(SHIPPED)
     manifest = model.manifest
     assert manifest.evaluation is not None
     test: pd.DataFrame = split.test  # type: ignore[attr-defined]
     assert manifest.training_window.test_date == int(test["date"].iloc[0])
     y = labels(test)
-    got = evaluate_distribution(model.distribution(raw_columns(test, manifest.source_columns())), y)
+    got = evaluate_distribution(
+        served_distribution(model, raw_columns(test, manifest.source_columns())), y
+    )
     for key, value in manifest.evaluation.metrics.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
     base = manifest.evaluation.references["per_video_median"]
@@ -137,7 +142,7 @@ def test_json_like_columns_encode_like_the_training_path(split: object) -> None:
     """Rows as a client sends them (lists with null) give the tensors training used."""
     from service.runtime.features import encode_features
 
-    model = ExportedModel(SHIPPED)
+    model = load_served(SHIPPED)
     rows: pd.DataFrame = split.test.iloc[:500]  # type: ignore[attr-defined]
     sources = model.manifest.source_columns()
     training_path = encode_features(model.manifest, raw_columns(rows, sources))

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export import evaluation
-from model_export.baseline_train import BaselineConfig, run_baseline
-from model_export.commands import write_baseline
 from model_export.data import load_joined, split_by_day
-from model_export.evaluation import DURATION_GROUPS, Scored, best_of, duration_group, verdicts
-from model_export.features import fit_features
-from model_export.pipeline import Prepared, encode
+from model_export.data.prepared import prepare_split
+from model_export.evaluation import report as evaluation
+from model_export.evaluation.runs import manifest_evaluation, run_baseline
+from model_export.evaluation.scoring import DURATION_GROUPS, Scored, duration_group
+from model_export.evaluation.tables import best_of, verdicts
+from model_export.export.runs import write_baseline
+from model_export.training.config import BaselineConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,20 +55,14 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
         validation=full.validation.iloc[:1_000].reset_index(drop=True),
         test=full.test.iloc[:1_200].reset_index(drop=True),
     )
-    fitted = fit_features(split.train)
-    prepared = Prepared(
-        split=split,
-        fitted=fitted,
-        train=encode(fitted, split.train),
-        validation=encode(fitted, split.validation),
-        test=encode(fitted, split.test),
-    )
+    prepared = prepare_split(split)
     models_dir, reports_dir = tmp_path / "models", tmp_path / "reports"
     shutil.copytree(ROOT / "models" / "egmn" / "1", models_dir / "egmn" / "1")
     small = {"hidden": (16,), "max_epochs": 1, "batch_size": 512}
     for name in ("vr", "softmax"):
         run = run_baseline(prepared, BaselineConfig(model=name, **small), progress=False)  # type: ignore[arg-type]
-        write_baseline(run, models_dir / name / "1", "1", {})
+        evaluation_block = manifest_evaluation(run.window, run.metrics, {})
+        write_baseline(run, models_dir / name / "1", "1", evaluation_block)
     d2q = run_baseline(prepared, BaselineConfig(model="d2q", **small), progress=False)  # type: ignore[arg-type]
 
     inputs = evaluation.collect(models_dir, split, d2q)

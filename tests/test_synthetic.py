@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from model_export.egmn import ServingEGMN
-from model_export.features import fit_features
-from model_export.pipeline import encode, predict_distribution
-from model_export.synthetic import SYNTHETIC_FEATURES, generate, sample_egm
-from model_export.train import TrainConfig, train_egmn
+from model_export.data.features import fit_features
+from model_export.data.prepared import encode
+from model_export.data.synthetic import SYNTHETIC_FEATURES, generate, sample_egm
+from model_export.models.egmn import ServingEGMN
+from model_export.training.config import TrainConfig
+from model_export.training.egmn import predict_distribution, train_egmn
 from service.distributions import EGM
 
 

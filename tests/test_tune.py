@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model_export import tune
-from model_export.train import TrainConfig
+from model_export.evaluation import tuning as tune
+from model_export.training.config import TrainConfig
 
 SHIPPED = {"mae_point": 10.0, "crps": 5.0, "nll_positive": 3.0}
 
@@ -81,12 +81,12 @@ def test_report_states_the_decision(tmp_path: Path) -> None:
     assert "No configuration meets the rule" in path.read_text()
 
 
-def test_served_dir_is_the_highest_numeric_version(tmp_path: Path) -> None:
-    from model_export.evaluation import served_dir
+def test_the_served_directory_is_the_highest_numeric_version(tmp_path: Path) -> None:
+    from service.versions import highest_version_dir
 
     for version in ("1", "2", "10", "notes"):
         (tmp_path / "egmn" / version).mkdir(parents=True)
     (tmp_path / "empty").mkdir()
-    assert served_dir(tmp_path, "egmn") == tmp_path / "egmn" / "10"
-    assert served_dir(tmp_path, "empty") is None
-    assert served_dir(tmp_path, "missing") is None
+    assert highest_version_dir(tmp_path / "egmn") == tmp_path / "egmn" / "10"
+    assert highest_version_dir(tmp_path / "empty") is None
+    assert highest_version_dir(tmp_path / "missing") is None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from model_export.features import CategoricalDecl, Decl, NumericDecl
+from model_export.data.features import CategoricalDecl, Decl, NumericDecl
 
 SYNTHETIC_FEATURES: tuple[Decl, ...] = (
     CategoricalDecl("segment", "segment"),

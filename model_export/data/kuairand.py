@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kuairand"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "kuairand"
 LABEL = "watch_time_s"
 
 # Post-view feedback: labels of other tasks, never inputs (they leak the outcome).

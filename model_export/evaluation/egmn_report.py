@@ -1,49 +1,15 @@
-"""Metric tables: printed at the end of a run and written to reports/egmn.md."""
+"""``reports/egmn.md``: the figures of EGMN's build, how they were obtained, what was shipped."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from model_export.pipeline import EGMNRun
-
-COLUMNS = (
-    ("mae_point", "MAE point"),
-    ("xauc_point", "XAUC point"),
-    ("mae_median", "MAE median"),
-    ("xauc_mean", "XAUC mean"),
-    ("nll", "NLL"),
-    ("nll_positive", "NLL y>0"),
-    ("crps", "CRPS"),
-    ("coverage_0.1", "cov 10%"),
-    ("coverage_0.5", "cov 50%"),
-    ("coverage_0.9", "cov 90%"),
-    ("quick_skip_auc", "skip AUC"),
-    ("quick_skip_brier", "skip Brier"),
-)
+from model_export.evaluation.tables import metrics_table
+from model_export.training.egmn import EGMNRun
 
 
-def _cell(row: Mapping[str, float], key: str) -> str:
-    value = row.get(key)
-    return "-" if value is None else f"{value:.4f}"
-
-
-def metrics_table(rows: Mapping[str, Mapping[str, float]], markdown: bool = False) -> str:
-    """One line per estimator, one column per metric; '-' where a metric does not apply."""
-    header = ["model", *(label for _, label in COLUMNS)]
-    body = [[name, *(_cell(r, key) for key, _ in COLUMNS)] for name, r in rows.items()]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(line) + " |" for line in body]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join(fmt.format(*line) for line in [header, *body])
-
-
-def write_report(
+def write_egmn_report(
     path: Path,
     rows: Mapping[str, Mapping[str, float]],
     with_p0: EGMNRun,

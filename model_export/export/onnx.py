@@ -1,4 +1,4 @@
-"""ONNX export and the model directory (model.onnx + manifest.json + attribution).
+"""The ONNX graph of a trained run: the module that is served, traced to ONNX.
 
 The graph takes the two tensors ``service.runtime.features`` builds (``categorical`` int64,
 ``numeric`` float32, dynamic batch) and emits its family's parameters in seconds (EGMN: the
@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from model_export.attribution import KUAIRAND, LICENSE_TEXT
-from model_export.features import CATEGORICAL_INPUT, NUMERIC_INPUT, FittedFeatures
-from service.manifest import Attribution, Evaluation, Manifest, TrainingWindow, sha256_file
+from model_export.data.features import CATEGORICAL_INPUT, NUMERIC_INPUT, FittedFeatures
 
 OPSET = 17
 
@@ -68,43 +65,3 @@ def onnx_bytes(serving: ServingModule, fitted: FittedFeatures) -> bytes:
             do_constant_folding=True,
         )
     return buffer.getvalue()
-
-
-def write_model_dir(
-    out_dir: Path,
-    serving: ServingModule,
-    fitted: FittedFeatures,
-    *,
-    name: str,
-    version: str,
-    window: TrainingWindow,
-    evaluation: Evaluation | None,
-    extras: dict[str, float | str | list[float]],
-    description: str = "",
-    attribution: Attribution = KUAIRAND,
-    license_text: str = LICENSE_TEXT,
-    family: str = "egm",
-) -> Manifest:
-    """Write model.onnx, manifest.json (through the shared schema) and ATTRIBUTION.txt."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / "model.onnx"
-    model_path.write_bytes(onnx_bytes(serving, fitted))
-    outputs = serving.output_names()
-    manifest = Manifest(
-        name=name,
-        version=version,
-        family=family,
-        description=description,
-        outputs={param: param for param in outputs},
-        inputs=fitted.inputs,
-        features=fitted.features,
-        quick_skip_threshold_s=3.0,
-        training_window=window,
-        evaluation=evaluation,
-        extras=extras,
-        onnx_sha256=sha256_file(model_path),
-        attribution=attribution,
-    )
-    manifest.write(out_dir / "manifest.json")
-    (out_dir / "ATTRIBUTION.txt").write_text(license_text, encoding="utf-8")
-    return manifest

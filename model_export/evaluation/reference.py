@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model_export.data import LABEL
+from model_export.data.kuairand import LABEL, labels
+from model_export.data.prepared import Prepared
+from model_export.evaluation.metrics import evaluate_point
+
+REFERENCE = "per_video_median"
+"""The reference's name in the tables and in a manifest's references."""
 
 
 def per_video_median(train: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
@@ -16,3 +21,9 @@ def per_video_median(train: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     medians = train.groupby("video_id")[LABEL].median()
     fallback = float(train[LABEL].median())
     return rows["video_id"].map(medians).astype("float64").fillna(fallback).to_numpy()
+
+
+def baseline_metrics(prepared: Prepared) -> dict[str, float]:
+    """MAE and XAUC of the per-video training median on the test day."""
+    pred = per_video_median(prepared.split.train, prepared.split.test)
+    return evaluate_point(pred, labels(prepared.split.test))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,18 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_export.data import Split, labels, raw_columns
-from model_export.metrics import evaluate_distribution
-from model_export.onnx_eval import ExportedModel
-from model_export.pipeline import (
-    EGMNRun,
-    Prepared,
-    predict_distribution,
-    save_run,
-    train_on,
-    training_window,
-)
-from model_export.train import Encoded, TrainConfig, fit_calibration
+from model_export.data.kuairand import Split, labels, raw_columns
+from model_export.data.prepared import Encoded, Prepared, encode
+from model_export.evaluation.metrics import evaluate_distribution, evaluate_point
+from model_export.evaluation.served import load_served, served_distribution
+from model_export.training.baselines import BaselineRun, d2q_point
+from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
+from model_export.training.config import TrainConfig
+from model_export.training.egmn import EGMNRun, fit_calibration, fit_egmn, predict_distribution
 from service.versions import version_dirs
 
 # The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2).
@@ -85,29 +80,19 @@ def run_config(
 ) -> dict[str, Any]:
     """Train one configuration, calibrate on the first half, score the second half."""
     config = config_of(name)
-    start, cpu = time.perf_counter(), time.process_time()
-    model, history = train_on(prepared, config, progress)
     first, second = halves(len(prepared.validation))
-    calibration = fit_calibration(model, _part(prepared.validation, first), config)
-    run = EGMNRun(
-        config=config,
-        fitted=prepared.fitted,
-        window=training_window(prepared.split),
-        model=model,
-        calibration=calibration,
-        history=history,
-        train_seconds=time.perf_counter() - start,
-        train_cpu_seconds=time.process_time() - cpu,
+    run = fit_egmn(
+        prepared, config, progress=progress, calibration_rows=_part(prepared.validation, first)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_run(run, out_dir / name / "checkpoint.pt")
+    save_run(run, out_dir / name / CHECKPOINT)
     scored = _part(prepared.validation, second)
     y = scored.y.double().numpy()
     result = {
         "name": name,
         "changes": CONFIGS[name],
-        "best_epoch": history.best_epoch + 1,
-        "validation_nll_scaled": history.validation_nll,
+        "best_epoch": run.history.best_epoch + 1,
+        "validation_nll_scaled": run.history.validation_nll,
         "train_seconds": run.train_seconds,
         "train_cpu_seconds": run.train_cpu_seconds,
         "uncalibrated": evaluate_distribution(
@@ -129,9 +114,9 @@ def score_shipped(models_dir: Path, split: Split) -> dict[str, dict[str, float]]
     out: dict[str, dict[str, float]] = {}
     for model_dir in sorted(models_dir.iterdir()):
         for version in version_dirs(model_dir):
-            model = ExportedModel(version)
+            model = load_served(version)
             columns = raw_columns(part, model.manifest.source_columns())
-            dist = model.distribution(columns)
+            dist = served_distribution(model, columns)
             out[f"{model_dir.name}/{version.name}"] = evaluate_distribution(
                 dist, y, model.manifest.quick_skip_threshold_s
             )
@@ -185,12 +170,7 @@ def set_threads() -> None:
 
 def score_d2q_validation(run_path: Path, prepared_split: Split) -> dict[str, float]:
     """D2Q's point figures on the second half of the validation day (it has no density)."""
-    from model_export import baseline_train
-    from model_export.baseline_train import d2q_point
-    from model_export.metrics import evaluate_point
-    from model_export.pipeline import encode
-
-    run = baseline_train.load_run(run_path)
+    run = load_run(run_path, BaselineRun)
     _, second = halves(len(prepared_split.validation))
     part = prepared_split.validation.iloc[second].reset_index(drop=True)
     point = d2q_point(run, encode(run.fitted, part), part["duration_ms"].to_numpy(np.float64))

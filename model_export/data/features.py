@@ -6,7 +6,7 @@ the training days only. Encoding is never done here: it is ``service.runtime.fea
 same code the service runs.
 
 Rules worth knowing:
-- Only pre-view information is an input; feedback columns never are (see ``data.py``).
+- Only pre-view information is an input; feedback columns never are (see ``kuairand.py``).
 - ``duration_ms == 0`` (2,646 rows, all without a known video duration) means "duration
   unknown": it is treated as missing, filled with the training mean of log1p(duration) and
   flagged by the ``duration_ms__missing`` indicator column. Those rows stay in training, since
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_export.data import raw_columns
+from model_export.data.kuairand import raw_columns
 from service.manifest import (
     FIRST_VOCAB_INDEX,
     CategoricalFeature,

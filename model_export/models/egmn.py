@@ -17,31 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from model_export.egm_torch import EGMParams
-
-
-class MLPBackbone(nn.Module):
-    """Linear -> BatchNorm -> ReLU -> Dropout blocks; the paper's default backbone."""
-
-    def __init__(
-        self, in_dim: int, hidden: Sequence[int] = (256, 128, 64), dropout: float = 0.2
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        prev = in_dim
-        for width in hidden:
-            layers += [
-                nn.Linear(prev, width),
-                nn.BatchNorm1d(width),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-            ]
-            prev = width
-        self.net = nn.Sequential(*layers)
-        self.out_dim = prev
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+from model_export.models.backbone import MLPBackbone
+from model_export.models.egm import EGMParams
 
 
 class EGMN(nn.Module):

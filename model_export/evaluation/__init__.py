@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring runs and served model directories, the reports and plots."""

@@ -1,0 +1,137 @@
+"""The prose of ``reports/evaluation.md``: how the comparison is kept fair, the models, the
+metrics, what was tried, and the plots' captions."""
+
+from __future__ import annotations
+
+FAIRNESS = """\
+- Same rows and split for every model: training days {train}, validation day {val} (early
+  stopping, and the few constants fitted after training), test day {test} (scored once, for
+  this report and the manifests; no decision was taken on it).
+- Same inputs: the feature schema fitted on the training days (ids seen < 5 times -> OOV,
+  log duration with a missing indicator, user and video table columns), encoded by the
+  service's own encoder; the exported graphs read exactly those tensors.
+- Same network: 16-dim embeddings and EGMN's MLP backbone (256, 128, 64, BatchNorm, ReLU,
+  dropout 0.2) for every model; only the head and the loss differ. Labels in units of 10 s.
+- Same optimisation budget: Adam, lr 2e-3, batch 2048, at most 12 epochs, early stopping on
+  the validation value of each model's own loss (patience 2, best epoch restored), embedding
+  L2 1e-6, seed 0.
+- Same tuning budget: none on the test day for anyone. EGMN: the paper's settings plus four
+  configurations on the validation day (`tuning.md`); each baseline got one configuration, the
+  paper's default where the paper gives one (bucket count, split points, loss weights), set
+  before any test figure was seen. Post-hoc fitting on the validation day: EGMN's calibration
+  (its report) and VR's spread; the other baselines are served as trained.
+"""
+
+MODELS_TEXT = """\
+- **egmn**: the served model (`models/egmn/2`): point mass at 0 + exponential + 10 truncated
+  Gaussians, loss NLL + 0.1 sum(w log w) + 0.5 L1 (the paper's with a halved L1 weight, chosen
+  on the validation day), calibrated on the validation day. Point: the paper's
+  `w0/lambda + sum w_k mu_k`. `models/egmn/1` (the paper's weights) stays reachable by version.
+- **vr** (value regression): MSE on the label; served as a `normal` censored at 0 whose one
+  spread is the maximum-likelihood value on the validation day. Point: `max(loc, 0)`.
+- **wlr** (weighted logistic regression): each impression a positive weighted by its watch
+  time and a unit-weight negative; odds = expected watch time; served as an `exponential`
+  with rate 1/odds. Point: the odds.
+- **ziln** (zero-inflated lognormal): BCE on `y > 0` + lognormal NLL of the positive labels;
+  served as `ziln`. Point: the mean.
+- **softmax** (bucket classification): cross-entropy over 20 buckets with edges
+  `[0, geomspace(0.5 s, 800 s, 20)]` (each bucket 1.47x wider than the last; the top one open);
+  served as `histogram`. Point: the bucket-midpoint mean.
+- **cread**: one classifier `P(T > t_m)` per split point, the points at training-label
+  quantiles `F^-1(gamma(m/31))`, `gamma(x) = (1 - e^(-2x)) / (1 - e^(-2))`, m = 1..30 (points at
+  0 s and closer than 0.1 s dropped); loss = sum of BCE + monotonicity penalty + Huber
+  (delta 10 s) on the restored mean; served as `survival` (running minimum, plus a 0.1%
+  floor so that no segment holds zero mass). Point: the restored mean.
+- **d2q** (duration-deconfounded quantile): 30 equal-frequency duration groups of the
+  training days (+ one for unknown durations); target = the label's mid-rank level among its
+  group's training labels; MSE on a sigmoid output; prediction mapped back through the
+  group's training quantile function. No density: point metrics only, and not served.
+"""
+
+METRICS_TEXT = """\
+- MAE / XAUC point: of each model's own point prediction (`point_s` in the API). XAUC: share
+  of test pairs with different labels that the prediction orders correctly (ties 1/2).
+- MAE median: of the served distribution's median.
+- **NLL y>0** (main likelihood column): mean `-log density` at the label, per second, over the
+  test rows whose label is above 0 s. One label in ten is exactly 0 s: families with an atom
+  at 0 (EGMN's p0, the censored normal, ZILN) score such a row by `-log P(T = 0)`, a
+  probability, while purely continuous ones (exponential, histogram, survival) score it by
+  a density; the two are not comparable, so the all-row NLL is in `evaluation.json` only.
+  On y > 0 every family is scored by a density in 1/s.
+- CRPS: `integral (F(t) - 1{t >= y})^2 dt` in seconds; proper for every family, atoms included.
+- cov q: share of test labels at or below the predicted q-quantile (ideal: q).
+- skip AUC / Brier: `P(T <= 3 s)` against `y <= 3 s`.
+- train (s): wall time of training and post-fitting (EGMN's calibration, VR's spread) in the
+  build, torch on 2 threads of a 2-core machine that another job may share; train CPU (s):
+  the CPU time of the same work. Both come from one build and move by a factor of 2 to 5
+  between builds with whatever else runs on the machine (torch's threads spin while they
+  wait, so even CPU time grows): read them as orders of magnitude. ONNX rows/s: the
+  exported graph alone in onnxruntime, one thread, batches of 1024 rows, best of 3 passes
+  over the test day.
+"""
+
+
+NOTES = """\
+The quality bar asked of EGMN (best on NLL and CRPS, at least as good as every baseline on
+MAE and XAUC, not worse than the best baseline on quick-skip AUC) is **not met** on this
+test day, and the table says where. The EGMN row is the served `models/egmn/2` (the paper's
+loss with a halved L1 weight, chosen on the validation day: `reports/tuning.md`); the
+paper's settings (`models/egmn/1`) scored MAE 18.997 s, XAUC 0.6688, NLL y>0 3.740, CRPS
+14.213 s and skip AUC 0.7324 here, so version 2 is better on every one of those columns.
+
+- **D2Q wins both point columns** (MAE 18.845 vs 18.966 s, XAUC 0.6739 vs 0.6694), and
+  does so in most duration groups. Predicting the quantile level within a duration group and
+  mapping it back through that group's quantile function is a strong median-like, ranking-
+  oriented estimator on logs where duration explains much of the watch time. EGMN's point
+  still beats every other baseline (their points are means, which MAE punishes on labels
+  this skewed) and the per-video median.
+- **Softmax (20 log-spaced buckets) wins NLL y>0, CRPS, quick-skip AUC and Brier**
+  (3.576 vs 3.716; 14.002 vs 14.160 s; 0.7344 vs 0.7343, a tie at this precision; 0.1953
+  vs 0.1987), in every duration group on NLL y>0 and in all but two (30-60 s, >= 300 s) on
+  CRPS. It is not an artefact of the atom: on labels in (0, 0.5 s], where a histogram's
+  first bucket could borrow the mass of the 0 s labels, softmax is worse than EGMN; it wins
+  in every range above 0.5 s. The distribution plot shows why: the full-view peak at the
+  video's duration is sharp, and 20 buckets 1.47x wide follow it more closely than EGMN's
+  truncated Gaussians do.
+- CREAD wins the MAE of the median (18.869 vs 18.922 s); EGMN is ahead of it on NLL y>0
+  and CRPS (3.716 vs 3.736; 14.160 vs 14.202 s).
+- EGMN is the best calibrated model: its 10/50/90% quantiles cover 9.8/49.2/90.0% of the
+  labels; no baseline is within 0.03 of all three levels (softmax 16.9/53.4/89.7%, VR
+  9.6/68.0/92.7%), and the reliability plot shows the same over all levels.
+
+What was tried, within the rules (no test-day tuning, no baseline weakened):
+
+- The likelihood column was checked for fairness before reading anything into it: NLL y>0
+  scores every family by a density on the same rows, and the breakdown by watch time above
+  shows the baselines' lead does not come from the labels near 0 s.
+- A diagnostic on the **validation day** only: EGMN retrained without its L1 point term
+  (beta = 0, uncalibrated) reaches NLL y>0 3.634 and CRPS 13.54 s there, against 3.675 /
+  13.79 s with the paper's beta = 1 and 3.570 / 13.49 s for softmax, but its point gets much
+  worse (validation MAE 19.96 vs 18.54 s).
+- Four EGMN configurations tuned on the validation day (`reports/tuning.md`): L1 weight 0.5,
+  entropy weight 0.01, 16 Gaussians, and the three together, with a selection rule fixed
+  before any figure was seen (lowest CRPS among those within 1% of the shipped MAE, shipped
+  only if CRPS and NLL y>0 both improve). Beta 0.5 won and is served as version 2; none of
+  the four reached softmax's validation NLL y>0 or CRPS. The baselines got no search.
+- EGMN's calibration (fitted on the validation day) trades likelihood for coverage: on the
+  validation day's second half every tuned network scores a better NLL y>0 uncalibrated.
+- Early stopping watches each model's own loss on the validation day: the baselines' best
+  epochs are the 1st to the 3rd (their validation loss rises after that), EGMN's the 6th.
+
+Closing the rest of the gap would mean changing EGMN's shape (narrower components near the
+duration peak, an atom-aware calibration), not its loss weights.
+"""
+
+
+PLOT_CAPTIONS = {
+    "evaluation_distributions.png": "Observed vs predicted watch-time distribution per "
+    "duration group: mass per decade of watch time on a log axis, the prediction being the "
+    "average over the group's rows of each model's mass in each bin. The first bin, "
+    "[0, 0.25 s), holds the labels at exactly 0 s and is left out of the axis; each "
+    "title gives its observed share.",
+    "evaluation_reliability.png": "Reliability of the quantiles: for q = 0.05..0.95, the "
+    "share of test labels at or below the predicted q-quantile.",
+    "evaluation_egmn_mixture.png": "EGMN's mixture masses over video duration: the atom, "
+    "the exponential, and the Gaussians pooled by where their mean sits relative to the "
+    "video's duration.",
+}

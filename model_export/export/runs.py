@@ -1,0 +1,86 @@
+"""A trained run's model directory: EGMN's and each served baseline's manifest content.
+
+The caller hands in the manifest's evaluation block (the test day's figures come from
+:mod:`model_export.evaluation.runs`); everything else a manifest says about a run (its
+description, its training settings and timings, its head's constants) is written here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model_export.export.model_dir import write_model_dir
+from model_export.training.baselines import BaselineRun
+from model_export.training.egmn import EGMNRun
+from service.manifest import Evaluation, Manifest
+
+BASELINE_DESCRIPTIONS = {
+    "vr": "Value regression (MSE) served as a normal censored at 0, spread fitted on validation",
+    "wlr": "Weighted logistic regression; odds = expected watch time, served as an exponential",
+    "ziln": "Zero-inflated lognormal likelihood (atom at 0 + lognormal)",
+    "softmax": "Bucket classification over exponentially growing buckets, served as a histogram",
+    "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
+}
+
+
+def _egmn_extras(run: EGMNRun) -> dict[str, float | str | list[float]]:
+    extras: dict[str, float | str | list[float]] = {
+        "label_scale_s": run.config.label_scale,
+        "n_gaussians": float(run.config.n_gaussians),
+        "point_mass": "yes" if run.config.point_mass else "no",
+        "calibrated": "yes" if run.calibration is not None else "no",
+        "best_epoch": float(run.history.best_epoch + 1),
+        "train_config": repr(run.config.as_dict()),
+        "train_seconds": round(run.train_seconds, 1),
+        "train_cpu_seconds": round(run.train_cpu_seconds, 1),
+    }
+    if run.calibration is not None:
+        extras.update(run.calibration.summary())
+    return extras
+
+
+def write_egmn(run: EGMNRun, out: Path, version: str, evaluation: Evaluation) -> Manifest:
+    """EGMN's model directory: the calibrated network, its EGM family and its settings."""
+    return write_model_dir(
+        out,
+        run.serving(calibrated=True),
+        run.fitted,
+        name="egmn",
+        version=version,
+        window=run.window,
+        evaluation=evaluation,
+        extras=_egmn_extras(run),
+        description=(
+            "EGMN: exponential + 10 truncated Gaussians"
+            + (" + point mass at 0" if run.config.point_mass else "")
+            + (", calibrated on the validation day" if run.calibration is not None else "")
+            + f"; loss NLL + {run.config.alpha:g} * sum(w log w) + {run.config.beta:g} * L1"
+        ),
+    )
+
+
+def write_baseline(run: BaselineRun, out: Path, version: str, evaluation: Evaluation) -> Manifest:
+    """A served baseline's model directory; its manifest names its own family."""
+    family = run.model.family
+    if family is None:
+        raise ValueError(f"{run.name} is evaluated offline only; it has no served family")
+    extras: dict[str, float | str | list[float]] = {
+        "label_scale_s": run.config.label_scale,
+        "best_epoch": float(run.history.best_epoch + 1),
+        "train_config": repr(run.config.as_dict()),
+        "train_seconds": round(run.seconds, 1),
+        "train_cpu_seconds": round(run.cpu_seconds, 1),
+        **run.model.extras(),
+    }
+    return write_model_dir(
+        out,
+        run.serving(),
+        run.fitted,
+        name=run.name,
+        version=version,
+        window=run.window,
+        evaluation=evaluation,
+        extras=extras,
+        description=BASELINE_DESCRIPTIONS[run.name],
+        family=family,
+    )

@@ -1,0 +1,32 @@
+"""Which baseline heads exist, by name, and which of them are served."""
+
+from __future__ import annotations
+
+from model_export.models.baseline import BaselineModel
+from model_export.models.cread import CREAD
+from model_export.models.d2q import DurationQuantile
+from model_export.models.softmax import BucketSoftmax
+from model_export.models.vr import ValueRegression
+from model_export.models.wlr import WeightedLogistic
+from model_export.models.ziln import ZeroInflatedLognormal
+
+SERVED = ("vr", "wlr", "ziln", "softmax", "cread")
+"""Baselines exported to ``models/<name>/1`` and served by their family."""
+
+OFFLINE = ("d2q",)
+"""Baselines with no density of their own: point metrics only, not exported."""
+
+ALL = (*SERVED, *OFFLINE)
+
+BASELINES: dict[str, type[BaselineModel]] = {
+    cls.name: cls
+    for cls in (
+        ValueRegression,
+        WeightedLogistic,
+        ZeroInflatedLognormal,
+        BucketSoftmax,
+        CREAD,
+        DurationQuantile,
+    )
+}
+"""Each baseline's head class, by name."""

@@ -1,0 +1,89 @@
+"""The hyper-parameters of a run: EGMN's, and each baseline's on the same shared budget.
+
+:class:`BaselineConfig`'s shared fields default to :class:`TrainConfig`'s values (a test holds
+them equal), so that every model gets the same optimisation budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one EGMN run; recorded in the manifest extras."""
+
+    point_mass: bool = True
+    n_gaussians: int = 10
+    embedding_dim: int = 16
+    hidden: tuple[int, ...] = (256, 128, 64)
+    dropout: float = 0.2
+    alpha: float = 0.1
+    beta: float = 1.0
+    label_scale: float = 10.0
+    lr: float = 2e-3
+    embedding_l2: float = 1e-6
+    batch_size: int = 2048
+    max_epochs: int = 12
+    patience: int = 2
+    seed: int = 0
+    num_threads: int = 2
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values for logs and manifests."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """One baseline run; the shared fields are EGMN's, the rest are the head's own knobs."""
+
+    model: str
+    embedding_dim: int = 16
+    hidden: tuple[int, ...] = (256, 128, 64)
+    dropout: float = 0.2
+    label_scale: float = 10.0
+    lr: float = 2e-3
+    embedding_l2: float = 1e-6
+    batch_size: int = 2048
+    max_epochs: int = 12
+    patience: int = 2
+    seed: int = 0
+    num_threads: int = 2
+    # softmax: B buckets, edges [0, geomspace(first, top, B)]
+    n_buckets: int = 20
+    bucket_first_s: float = 0.5
+    bucket_top_s: float = 800.0
+    # cread: M split points, warp alpha, loss weights (Huber delta in scaled units)
+    n_thresholds: int = 30
+    cread_alpha: float = 2.0
+    monotone_weight: float = 1.0
+    huber_weight: float = 1.0
+    huber_delta: float = 1.0
+    # d2q: equal-frequency duration groups (unknown duration is a group of its own)
+    n_duration_groups: int = 30
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values for logs and manifests."""
+        return asdict(self)
+
+    @classmethod
+    def shared_fields(cls) -> tuple[str, ...]:
+        """The fields every model, EGMN included, shares (the optimisation budget)."""
+        return tuple(f.name for f in fields(cls))[1:12]
+
+
+class LoopConfig(Protocol):
+    """The optimisation settings every trainer shares (TrainConfig, BaselineConfig).
+
+    Models are any module with an ``embeddings`` ModuleList (one table per categorical
+    column), which every model here has.
+    """
+
+    lr: float
+    embedding_l2: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    seed: int
