@@ -29,11 +29,8 @@ from typing import ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
+from service.distributions.arrays import Float32Array, FloatArray, IntArray
 from service.distributions.rootfind import solve_quantiles
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-Float32Array = npt.NDArray[np.float32]
 
 
 class ParameterError(ValueError):

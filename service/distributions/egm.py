@@ -26,13 +26,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from service.distributions.base import (
-    Distribution,
-    Float32Array,
-    FloatArray,
-    ParameterError,
-    as_float,
-)
+from service.distributions.arrays import Float32Array, FloatArray
+from service.distributions.base import Distribution, ParameterError, as_float
 from service.distributions.special import (
     LOG_SQRT_2PI,
     SQRT2,

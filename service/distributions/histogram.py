@@ -36,13 +36,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from service.distributions.base import (
-    Distribution,
-    FloatArray,
-    IntArray,
-    ParameterError,
-    as_float,
-)
+from service.distributions.arrays import FloatArray, IntArray
+from service.distributions.base import Distribution, ParameterError, as_float
 
 
 def _gather(values: FloatArray, index: IntArray) -> FloatArray:

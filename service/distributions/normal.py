@@ -28,7 +28,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.base import Distribution, ParameterError, as_float
 from service.distributions.special import (
     log_ndtr,
     mills_ratio,

@@ -32,13 +32,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
+
+from service.distributions.arrays import FloatArray, IntArray
 
 if TYPE_CHECKING:
     from service.distributions.base import Distribution
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
 
 XTOL_ABS = 1e-9
 XTOL_REL = 1e-9

@@ -32,7 +32,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from service.distributions.base import FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.base import ParameterError, as_float
 from service.distributions.histogram import Histogram
 
 

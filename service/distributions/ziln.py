@@ -27,7 +27,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.base import Distribution, ParameterError, as_float
 from service.distributions.special import ndtr, ndtri, norm_logpdf
 
 _TINY = float(np.finfo(np.float64).tiny)
