@@ -126,7 +126,7 @@ def score(scored: Scored, y: np.ndarray, group: np.ndarray, threshold_s: float =
         out = {"rows": float(rows.size), "mae_point": mae(scored.point[rows], yg)}
         out["xauc_point"] = xauc(scored.point[rows], yg)
         if scored.dist is not None:
-            part = scored.dist._take(rows)
+            part = scored.dist.take(rows)
             log_p = part.log_prob(yg[:, None])[:, 0]
             out["nll_positive"] = float(-np.mean(log_p[yg > 0])) if (yg > 0).any() else math.nan
             out["crps"] = crps(part, yg)
@@ -242,7 +242,7 @@ def plot_distributions(
         for m in models:
             if m.dist is None:
                 continue
-            mass = m.dist._take(rows).interval_mass(pairs).mean(axis=0)
+            mass = m.dist.take(rows).interval_mass(pairs).mean(axis=0)
             ax.plot(centers, mass[1:] / widths, lw=1.3, label=m.name)
         ax.set_xscale("log")
         ax.set_title(

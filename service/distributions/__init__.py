@@ -9,12 +9,14 @@ from service.distributions.egm import EGM
 from service.distributions.exponential import Exponential
 from service.distributions.histogram import Histogram
 from service.distributions.normal import Normal
+from service.distributions.rootfind import Searchable
 from service.distributions.survival import Survival
 from service.distributions.ziln import ZILN
 
-FAMILIES: dict[str, type[Distribution]] = {
-    cls.family: cls for cls in (EGM, Normal, Exponential, ZILN, Histogram, Survival)
-}
+_CLASSES = (EGM, Normal, Exponential, ZILN, Histogram, Survival)
+FAMILIES: dict[str, type[Distribution]] = {cls.family: cls for cls in _CLASSES}
+# mypy checks here that every family gives the quantile search what it needs.
+_SEARCHABLE: tuple[type[Searchable], ...] = _CLASSES
 
 
 def get_family(name: str) -> type[Distribution]:
@@ -34,6 +36,7 @@ __all__ = [
     "Histogram",
     "Normal",
     "ParameterError",
+    "Searchable",
     "Survival",
     "get_family",
 ]

@@ -57,9 +57,9 @@ class Distribution(ABC):
     #: attributes with a leading row axis, gathered when the root finder narrows rows
     per_row: ClassVar[tuple[str, ...]] = ()
 
-    #: whether :meth:`_cdf_pdf32` exists, to sharpen quantile starts in float32
+    #: whether :meth:`cdf_pdf32` exists, to sharpen quantile starts in float32
     has_float32_kernel: ClassVar[bool] = False
-    #: whether :meth:`_cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
+    #: whether :meth:`cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
     has_float32_slope: ClassVar[bool] = False
 
     n: int
@@ -101,25 +101,28 @@ class Distribution(ABC):
         return np.zeros(self.n)
 
     # ----- family kernels -----------------------------------------------------------
+    # Public for the quantile search (:mod:`~service.distributions.rootfind`), which needs
+    # no more of a family than these. They take finite ``t >= 0`` only, with no shape
+    # handling: the batch API below is what callers outside the package use.
 
     @abstractmethod
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         """CDF and density at finite ``t >= 0``; ``t`` is ``(n, m)`` or ``(1, m)``.
 
         At ``t == 0`` the CDF includes the atom, and the density is the continuous
         part's. The result may be ``(1, m)``-broadcast only if every row agrees.
         """
 
-    def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
-        """:meth:`_cdf_pdf` in float32, to about 1e-6: only ever a start for the search."""
+    def cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """:meth:`cdf_pdf` in float32, to about 1e-6: only ever a start for the search."""
         raise NotImplementedError(f"{self.family} has no float32 kernel")
 
-    def _cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
-        """:meth:`_cdf_pdf32` and the density's derivative: the start's Halley steps."""
+    def cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """:meth:`cdf_pdf32` and the density's derivative: the start's Halley steps."""
         raise NotImplementedError(f"{self.family} has no float32 slope kernel")
 
     def _cdf(self, t: FloatArray) -> FloatArray:
-        return self._cdf_pdf(t)[0]
+        return self.cdf_pdf(t)[0]
 
     @abstractmethod
     def _log_prob(self, t: FloatArray) -> FloatArray:
@@ -129,11 +132,11 @@ class Distribution(ABC):
         """Quantiles for levels ``q`` in ``[0, 1]``, ``(n, m)``; root finding unless overridden."""
         return solve_quantiles(self, q)
 
-    def _upper_guess(self) -> FloatArray:
+    def upper_guess(self) -> FloatArray:
         """A per-row point expected to lie above the high quantiles (a bracket start)."""
         return self.mean() + 10.0 * self.stddev() + 1.0
 
-    def _take(self, rows: IntArray) -> Self:
+    def take(self, rows: IntArray) -> Self:
         """The same family restricted to ``rows`` (repeats allowed), without re-validation."""
         new = object.__new__(type(self))
         # Per-row results cached under ``_cached_*`` belong to the old rows: not copied.

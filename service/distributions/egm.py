@@ -160,7 +160,7 @@ class EGM(Distribution):
     def atom(self) -> FloatArray:
         return self.p0
 
-    def _upper_guess(self) -> FloatArray:
+    def upper_guess(self) -> FloatArray:
         # Past every component's 1 - 1e-17 point: the exponential's and each Gaussian's.
         used = self.w[:, 1:] > 0
         gauss = np.where(used, np.maximum(self.mu, 0.0) + 9.0 * self.sigma, 0.0).max(axis=1)
@@ -184,7 +184,7 @@ class EGM(Distribution):
         b *= self.inv_sigma[:, None, :]
         return b
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         # The hot path of every quantile search: in-place where possible, since at
         # serving batch sizes numpy's cost is passes over memory.
         b = self._standardize(t)
@@ -208,11 +208,11 @@ class EGM(Distribution):
             pdf += (w0 * self.lam[:, None]) * np.exp(-lam_t)
         return cdf, pdf
 
-    def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
+    def cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
         cdf, pdf, _ = self._kernel32(t, False)
         return cdf, pdf
 
-    def _cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+    def cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
         cdf, pdf, dpdf = self._kernel32(t, True)
         assert dpdf is not None
         return cdf, pdf, dpdf
@@ -239,7 +239,7 @@ class EGM(Distribution):
     def _kernel32(
         self, t: Float32Array, slope: bool
     ) -> tuple[Float32Array, Float32Array, Float32Array | None]:
-        # _cdf_pdf's algebra in float32 with the one-formula erfcx, and on request the
+        # cdf_pdf's algebra in float32 with the one-formula erfcx, and on request the
         # density's derivative (each Gaussian's is its density times -(t - mu) / sigma**2).
         f32 = np.float32
         c = self._constants32()

@@ -52,7 +52,7 @@ class Exponential(Distribution):
     def stddev(self) -> FloatArray:
         return self.mean()
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         rate = self.rate[:, None]
         with np.errstate(under="ignore", over="ignore"):
             x = rate * t

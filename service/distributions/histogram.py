@@ -126,7 +126,7 @@ class Histogram(Distribution):
         width = _gather(edges, j + 1) - lo
         return _gather(self.cum, j), _gather(self.mass, j), lo, width
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         j = self._bucket_of(t)
         below, mass, lo, width = self._locate(j)
         tail = j == self.mass.shape[1] - 1

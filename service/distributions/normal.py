@@ -108,7 +108,7 @@ class Normal(Distribution):
         with np.errstate(under="ignore", over="ignore"):
             return p_pos * cond_var + p_pos * self.p0 * cond_mean**2
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         with _huge_z():
             z = (t - self.loc[:, None]) / self.scale[:, None]
             return ndtr(z), norm_pdf(z) / self.scale[:, None]

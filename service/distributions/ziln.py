@@ -90,7 +90,7 @@ class ZILN(Distribution):
             z = (np.log(safe) - self.mu[:, None]) / self.sigma[:, None]
         return z, safe
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         z, safe = self._z(t)
         pos = t > 0
         p0 = self.p0[:, None]
