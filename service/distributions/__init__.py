@@ -1,14 +1,18 @@
 """Watch-time distribution families: numpy only, vectorized over the whole batch.
 
 Each family turns a model's per-row parameters into the numbers ranking needs; the
-registry maps the family name written in a model's manifest to its class.
+registry maps the family name written in a model's manifest to its class. A family
+declares its parameters once (``arg_constraints``, :class:`Param`), and
+``Distribution.take`` narrows any of them to some rows.
 """
 
-from service.distributions.base import Distribution, ParameterError
+from service.distributions.base import Distribution
+from service.distributions.constraints import Constraint
 from service.distributions.egm import EGM
 from service.distributions.exponential import Exponential
 from service.distributions.histogram import Histogram
 from service.distributions.normal import Normal
+from service.distributions.params import Param, ParameterError
 from service.distributions.rootfind import Searchable
 from service.distributions.survival import Survival
 from service.distributions.ziln import ZILN
@@ -31,10 +35,12 @@ __all__ = [
     "EGM",
     "FAMILIES",
     "ZILN",
+    "Constraint",
     "Distribution",
     "Exponential",
     "Histogram",
     "Normal",
+    "Param",
     "ParameterError",
     "Searchable",
     "Survival",

@@ -15,28 +15,26 @@ are closed form: ``-log1p(-q) / rate``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
 from service.distributions.arrays import FloatArray
-from service.distributions.base import Distribution, ParameterError, as_float
+from service.distributions.base import Distribution
+from service.distributions.constraints import positive
+from service.distributions.params import Param
 
 
 class Exponential(Distribution):
     """Exponential watch time with a per-row rate."""
 
     family: ClassVar[str] = "exponential"
-    required_params: ClassVar[tuple[str, ...]] = ("rate",)
-    per_row: ClassVar[tuple[str, ...]] = ("rate",)
+    arg_constraints: ClassVar[Mapping[str, Param]] = {"rate": Param(positive)}
 
-    def __init__(self, *, rate: npt.ArrayLike) -> None:
-        rate_ = as_float("rate", rate, 1)
-        if (rate_ <= 0).any():
-            raise ParameterError("exponential: rate must be positive")
-        self.n = rate_.shape[0]
-        self.rate = rate_
+    @property
+    def rate(self) -> FloatArray:
+        return self._args["rate"]
 
     def params(self) -> dict[str, FloatArray]:
         return {"rate": self.rate}
