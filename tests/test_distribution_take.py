@@ -19,6 +19,7 @@ import pytest
 from service.distributions import (
     EGM,
     FAMILIES,
+    Arg,
     Distribution,
     Exponential,
     Param,
@@ -267,6 +268,14 @@ def test_a_new_parameter_is_sliced_without_touching_take() -> None:
 
 
 # ----- the declaration and what is derived from it -------------------------------------------
+
+
+def test_an_attribute_of_an_undeclared_parameter_is_refused() -> None:
+    with pytest.raises(TypeError, match="'scale', which is not declared"):
+
+        class Misnamed(Exponential):
+            family: ClassVar[str] = "misnamed"
+            scale = Arg()
 
 
 def test_required_and_optional_names_come_from_the_declaration() -> None:

@@ -12,7 +12,7 @@ from service.distributions.egm import EGM
 from service.distributions.exponential import Exponential
 from service.distributions.histogram import Histogram
 from service.distributions.normal import Normal
-from service.distributions.params import Param, ParameterError
+from service.distributions.params import Arg, Param, ParameterError
 from service.distributions.rootfind import Searchable
 from service.distributions.survival import Survival
 from service.distributions.ziln import ZILN
@@ -35,6 +35,7 @@ __all__ = [
     "EGM",
     "FAMILIES",
     "ZILN",
+    "Arg",
     "Constraint",
     "Distribution",
     "Exponential",

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from service.distributions.arrays import Float32Array, FloatArray
 from service.distributions.cache import carried
-from service.distributions.params import Param, parse_params
+from service.distributions.params import Param, check_args, parse_params
 from service.distributions.rootfind import solve_quantiles
 
 
@@ -69,6 +69,7 @@ class Distribution(ABC):
         cls.required_params = tuple(name for name, p in declared.items() if p.required)
         cls.optional_params = tuple(name for name, p in declared.items() if not p.required)
         cls._carried = carried(cls)
+        check_args(cls, declared)
 
     def __init__(self, **params: npt.ArrayLike) -> None:
         self._args, self.n = parse_params(self.family, self.arg_constraints, params)

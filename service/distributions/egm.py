@@ -35,7 +35,7 @@ from service.distributions.constraints import (
     positive,
     real,
 )
-from service.distributions.params import Param, ParameterError, shapes
+from service.distributions.params import Arg, Param, ParameterError, shapes
 from service.distributions.special import (
     LOG_SQRT_2PI,
     SQRT2,
@@ -72,17 +72,9 @@ class EGM(Distribution):
     # narrowed batches (``take``) gather it; the normalisers it is derived from are cached
     # for this batch only, and a narrowed batch that needs them (log_prob) derives them.
 
-    @property
-    def lam(self) -> FloatArray:
-        return self._args["lambda"]
-
-    @property
-    def mu(self) -> FloatArray:
-        return self._args["mu"]
-
-    @property
-    def sigma(self) -> FloatArray:
-        return self._args["sigma"]
+    lam = Arg("lambda")
+    mu = Arg()
+    sigma = Arg()
 
     @property
     def has_p0(self) -> bool:

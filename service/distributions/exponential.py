@@ -23,7 +23,7 @@ import numpy as np
 from service.distributions.arrays import FloatArray
 from service.distributions.base import Distribution
 from service.distributions.constraints import positive
-from service.distributions.params import Param
+from service.distributions.params import Arg, Param
 
 
 class Exponential(Distribution):
@@ -32,9 +32,7 @@ class Exponential(Distribution):
     family: ClassVar[str] = "exponential"
     arg_constraints: ClassVar[Mapping[str, Param]] = {"rate": Param(positive)}
 
-    @property
-    def rate(self) -> FloatArray:
-        return self._args["rate"]
+    rate = Arg()
 
     def params(self) -> dict[str, FloatArray]:
         return {"rate": self.rate}

@@ -32,7 +32,7 @@ from service.distributions.arrays import FloatArray
 from service.distributions.base import Distribution
 from service.distributions.cache import cached_rows
 from service.distributions.constraints import positive, real
-from service.distributions.params import Param
+from service.distributions.params import Arg, Param
 from service.distributions.special import (
     log_ndtr,
     mills_ratio,
@@ -66,13 +66,8 @@ class Normal(Distribution):
         "scale": Param(positive),
     }
 
-    @property
-    def loc(self) -> FloatArray:
-        return self._args["loc"]
-
-    @property
-    def scale(self) -> FloatArray:
-        return self._args["scale"]
+    loc = Arg()
+    scale = Arg()
 
     @cached_rows
     def p0(self) -> FloatArray:

@@ -9,8 +9,10 @@ model emits, and the rows :meth:`Distribution.take` slices.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Self, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +61,41 @@ class Param:
     def per_row(self, value: FloatArray) -> bool:
         """Whether a parsed ``value`` has a leading row axis (not a shared vector)."""
         return value.ndim > self.event_dim
+
+
+class Arg:
+    """A family's attribute for one of its declared parameters, as parsed.
+
+    ``mu = Arg()`` reads parameter ``mu``; ``lam = Arg("lambda")`` gives a parameter whose
+    name is no identifier an attribute of its own. It holds nothing: the value lives with
+    the others in the instance's parsed parameters, which is what ``take`` slices.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or ""
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.name = self.name or attr
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> FloatArray: ...
+
+    def __get__(self, instance: Any, owner: type | None = None) -> FloatArray | Self:
+        if instance is None:
+            return self
+        value: FloatArray = instance._args[self.name]
+        return value
+
+
+def check_args(cls: type, declared: Mapping[str, Param]) -> None:
+    """Refuse, as a family is defined, an :class:`Arg` of a parameter it does not declare."""
+    for attr in dir(cls):
+        found = inspect.getattr_static(cls, attr)
+        if isinstance(found, Arg) and found.name not in declared:
+            raise TypeError(f"{cls.__name__}.{attr} reads {found.name!r}, which is not declared")
 
 
 def shapes(values: Mapping[str, FloatArray]) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from service.distributions.arrays import FloatArray
 from service.distributions.base import Distribution
 from service.distributions.constraints import half_open_unit_interval, positive, real
-from service.distributions.params import Param
+from service.distributions.params import Arg, Param
 from service.distributions.special import ndtr, ndtri, norm_logpdf
 
 _TINY = float(np.finfo(np.float64).tiny)
@@ -46,17 +46,9 @@ class ZILN(Distribution):
         "sigma": Param(positive),
     }
 
-    @property
-    def p0(self) -> FloatArray:
-        return self._args["p0"]
-
-    @property
-    def mu(self) -> FloatArray:
-        return self._args["mu"]
-
-    @property
-    def sigma(self) -> FloatArray:
-        return self._args["sigma"]
+    p0 = Arg()
+    mu = Arg()
+    sigma = Arg()
 
     def params(self) -> dict[str, FloatArray]:
         return {"p0": self.p0, "mu": self.mu, "sigma": self.sigma}
