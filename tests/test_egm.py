@@ -335,8 +335,8 @@ def test_float32_start_is_polished_to_float64_accuracy() -> None:
     # The float32 kernel alone is off by more than the tolerance at the exact roots of
     # the extreme levels: one of its Newton steps from there moves by more than 1e-6.
     exact = np.array([[Reference(params, 0).ppf(q) for q in levels]])
-    one = dist._take(np.array([0]))
-    f32_cdf, f32_pdf = one._cdf_pdf32(exact.astype(np.float32))
+    one = dist.take(np.array([0]))
+    f32_cdf, f32_pdf = one.cdf_pdf32(exact.astype(np.float32))
     step = (f32_cdf.astype(np.float64) - levels) / (f32_pdf * exact)
     assert np.abs(step[0, [0, 2]]).max() > 1e-6
 
@@ -347,11 +347,11 @@ def test_float32_slope_kernel_matches_float64_derivatives() -> None:
     n = 50
     dist = EGM.from_params(random_params(n, seed=23))
     t = np.exp(np.random.default_rng(3).uniform(np.log(0.05), np.log(300.0), size=(n, 4)))
-    cdf32, pdf32, dpdf32 = dist._cdf_pdf_dpdf32(t.astype(np.float32))
-    cdf, pdf = dist._cdf_pdf(t)
+    cdf32, pdf32, dpdf32 = dist.cdf_pdf_dpdf32(t.astype(np.float32))
+    cdf, pdf = dist.cdf_pdf(t)
     h = 1e-5 * t
-    _, pdf_up = dist._cdf_pdf(t + h)
-    _, pdf_down = dist._cdf_pdf(t - h)
+    _, pdf_up = dist.cdf_pdf(t + h)
+    _, pdf_down = dist.cdf_pdf(t - h)
     slope = (pdf_up - pdf_down) / (2 * h)
     scale = np.abs(slope).max(axis=1, keepdims=True)
     excess = np.abs(dpdf32 - slope) / (1e-3 * np.abs(slope) + 1e-4 * scale)

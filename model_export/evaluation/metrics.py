@@ -112,7 +112,7 @@ def crps(dist: Distribution, y: np.ndarray, chunk: int = 2048) -> float:
 
 def _slice(dist: Distribution, a: int, b: int) -> Distribution:
     """Rows a..b of a prediction (any family; shared constants such as bucket edges stay)."""
-    return dist._take(np.arange(a, b))
+    return dist.take(np.arange(a, b))
 
 
 def coverage(dist: Distribution, y: np.ndarray, levels: Sequence[float]) -> dict[str, float]:

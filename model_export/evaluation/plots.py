@@ -65,7 +65,7 @@ def plot_distributions(
         for m in models:
             if m.dist is None:
                 continue
-            mass = m.dist._take(rows).interval_mass(pairs).mean(axis=0)
+            mass = m.dist.take(rows).interval_mass(pairs).mean(axis=0)
             ax.plot(centers, mass[1:] / widths, lw=1.3, label=m.name)
         ax.set_xscale("log")
         ax.set_title(

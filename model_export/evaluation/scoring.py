@@ -100,7 +100,7 @@ def score(scored: Scored, y: np.ndarray, group: np.ndarray, threshold_s: float =
         out = {"rows": float(rows.size), "mae_point": mae(scored.point[rows], yg)}
         out["xauc_point"] = xauc(scored.point[rows], yg)
         if scored.dist is not None:
-            part = scored.dist._take(rows)
+            part = scored.dist.take(rows)
             log_p = part.log_prob(yg[:, None])[:, 0]
             out["nll_positive"] = float(-np.mean(log_p[yg > 0])) if (yg > 0).any() else math.nan
             out["crps"] = crps(part, yg)

@@ -1,20 +1,26 @@
 """Watch-time distribution families: numpy only, vectorized over the whole batch.
 
 Each family turns a model's per-row parameters into the numbers ranking needs; the
-registry maps the family name written in a model's manifest to its class.
+registry maps the family name written in a model's manifest to its class. A family
+declares its parameters once (``arg_constraints``, :class:`Param`), and
+``Distribution.take`` narrows any of them to some rows.
 """
 
-from service.distributions.base import Distribution, ParameterError
+from service.distributions.base import Distribution
+from service.distributions.constraints import Constraint
 from service.distributions.egm import EGM
 from service.distributions.exponential import Exponential
 from service.distributions.histogram import Histogram
 from service.distributions.normal import Normal
+from service.distributions.params import Arg, Param, ParameterError
+from service.distributions.rootfind import Searchable
 from service.distributions.survival import Survival
 from service.distributions.ziln import ZILN
 
-FAMILIES: dict[str, type[Distribution]] = {
-    cls.family: cls for cls in (EGM, Normal, Exponential, ZILN, Histogram, Survival)
-}
+_CLASSES = (EGM, Normal, Exponential, ZILN, Histogram, Survival)
+FAMILIES: dict[str, type[Distribution]] = {cls.family: cls for cls in _CLASSES}
+# mypy checks here that every family gives the quantile search what it needs.
+_SEARCHABLE: tuple[type[Searchable], ...] = _CLASSES
 
 
 def get_family(name: str) -> type[Distribution]:
@@ -29,11 +35,15 @@ __all__ = [
     "EGM",
     "FAMILIES",
     "ZILN",
+    "Arg",
+    "Constraint",
     "Distribution",
     "Exponential",
     "Histogram",
     "Normal",
+    "Param",
     "ParameterError",
+    "Searchable",
     "Survival",
     "get_family",
 ]

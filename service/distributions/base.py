@@ -24,59 +24,92 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 
+from service.distributions.arrays import Float32Array, FloatArray
+from service.distributions.cache import carried
+from service.distributions.params import Param, check_args, parse_params
 from service.distributions.rootfind import solve_quantiles
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-Float32Array = npt.NDArray[np.float32]
-
-
-class ParameterError(ValueError):
-    """Raised when a family is given parameters it cannot represent."""
-
-
-def as_float(name: str, value: npt.ArrayLike, ndim: int) -> FloatArray:
-    """Convert one parameter to float64 with the expected rank, refusing non-finite values."""
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != ndim:
-        raise ParameterError(f"parameter {name!r} must have {ndim} dimension(s), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ParameterError(f"parameter {name!r} holds NaN or infinity")
-    return arr
 
 
 class Distribution(ABC):
-    """A batch of ``n`` watch-time distributions of one family, one per row."""
+    """A batch of ``n`` watch-time distributions of one family, one per row.
+
+    A family declares its parameters once, in :attr:`arg_constraints`; the constructor
+    parses and checks whatever a model emits against it (``Family(**params)``), and
+    :attr:`required_params`, :attr:`optional_params` and the rows :meth:`take` slices
+    are derived from it. What a family derives from its parameters is held in
+    :mod:`~service.distributions.cache` values, never set in a constructor of its own.
+    """
 
     family: ClassVar[str]
-    #: parameter names a model must emit, then those it may emit
-    required_params: ClassVar[tuple[str, ...]]
+    #: every parameter, by the name a model's output carries: shape, presence, constraint
+    arg_constraints: ClassVar[Mapping[str, Param]]
+    #: derived from arg_constraints: names a model must emit, then those it may emit
+    required_params: ClassVar[tuple[str, ...]] = ()
     optional_params: ClassVar[tuple[str, ...]] = ()
-    #: attributes with a leading row axis, gathered when the root finder narrows rows
-    per_row: ClassVar[tuple[str, ...]] = ()
+    #: derived from the class: the per-row cached values :meth:`take` gathers for a child
+    _carried: ClassVar[tuple[str, ...]] = ()
 
-    #: whether :meth:`_cdf_pdf32` exists, to sharpen quantile starts in float32
+    #: whether :meth:`cdf_pdf32` exists, to sharpen quantile starts in float32
     has_float32_kernel: ClassVar[bool] = False
-    #: whether :meth:`_cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
+    #: whether :meth:`cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
     has_float32_slope: ClassVar[bool] = False
 
     n: int
+    #: the parameters as parsed, by declared name
+    _args: dict[str, FloatArray]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared: Mapping[str, Param] = getattr(cls, "arg_constraints", {})
+        cls.required_params = tuple(name for name, p in declared.items() if p.required)
+        cls.optional_params = tuple(name for name, p in declared.items() if not p.required)
+        cls._carried = carried(cls)
+        check_args(cls, declared)
+
+    def __init__(self, **params: npt.ArrayLike) -> None:
+        self._args, self.n = parse_params(self.family, self.arg_constraints, params)
+        self._validate()
 
     @classmethod
     def from_params(cls, params: Mapping[str, npt.ArrayLike]) -> Self:
         """Build from a dict of per-row parameter arrays (the model's outputs)."""
-        missing = [k for k in cls.required_params if k not in params]
-        if missing:
-            raise ParameterError(f"{cls.family}: missing parameter(s) {missing}")
-        unknown = sorted(set(params) - set(cls.required_params) - set(cls.optional_params))
-        if unknown:
-            raise ParameterError(f"{cls.family}: unknown parameter(s) {unknown}")
         return cls(**params)
+
+    def _validate(self) -> None:
+        """What the declaration cannot say: how the parameters' lengths relate, and
+        conditions across parameters. Raises :class:`ParameterError`."""
+        return
+
+    def take(self, rows: npt.ArrayLike) -> Self:
+        """The same family restricted to ``rows``, an index array (repeats allowed).
+
+        The distribution the constructor builds from the rows of the parameters, bit for
+        bit, by a shorter path: every constraint holds row by row, so rows of valid
+        parameters are not checked again, and the per-row cached values the parent has
+        already computed (:func:`~service.distributions.cache.cached_rows`) are gathered
+        instead of derived again. Other cached values stay behind; the child derives its
+        own when asked.
+        """
+        index = np.asarray(rows)
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise TypeError(f"rows must be a 1-D integer array, got {index.dtype} {index.shape}")
+        new = object.__new__(type(self))
+        declared = self.arg_constraints
+        new._args = {
+            name: value[index] if declared[name].per_row(value) else value
+            for name, value in self._args.items()
+        }
+        new.n = int(index.shape[0])
+        state = self.__dict__
+        for name in self._carried:
+            if name in state:
+                new.__dict__[name] = state[name][index]
+        return new
 
     @abstractmethod
     def params(self) -> dict[str, FloatArray]:
@@ -104,25 +137,32 @@ class Distribution(ABC):
         return np.zeros(self.n)
 
     # ----- family kernels -----------------------------------------------------------
+    # Public for the quantile search (:mod:`~service.distributions.rootfind`), which needs
+    # no more of a family than these. They take finite ``t >= 0`` only, with no shape
+    # handling: the batch API below is what callers outside the package use.
 
     @abstractmethod
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         """CDF and density at finite ``t >= 0``; ``t`` is ``(n, m)`` or ``(1, m)``.
 
         At ``t == 0`` the CDF includes the atom, and the density is the continuous
         part's. The result may be ``(1, m)``-broadcast only if every row agrees.
         """
 
-    def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
-        """:meth:`_cdf_pdf` in float32, to about 1e-6: only ever a start for the search."""
+    def cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """:meth:`cdf_pdf` in float32, to about 1e-6: only ever a start for the search."""
         raise NotImplementedError(f"{self.family} has no float32 kernel")
 
-    def _cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
-        """:meth:`_cdf_pdf32` and the density's derivative: the start's Halley steps."""
+    def cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """:meth:`cdf_pdf32` and the density's derivative: the start's Halley steps."""
         raise NotImplementedError(f"{self.family} has no float32 slope kernel")
 
+    def upper_guess(self) -> FloatArray:
+        """A per-row point expected to lie above the high quantiles (a bracket start)."""
+        return self.mean() + 10.0 * self.stddev() + 1.0
+
     def _cdf(self, t: FloatArray) -> FloatArray:
-        return self._cdf_pdf(t)[0]
+        return self.cdf_pdf(t)[0]
 
     @abstractmethod
     def _log_prob(self, t: FloatArray) -> FloatArray:
@@ -131,22 +171,6 @@ class Distribution(ABC):
     def _icdf(self, q: FloatArray) -> FloatArray:
         """Quantiles for levels ``q`` in ``[0, 1]``, ``(n, m)``; root finding unless overridden."""
         return solve_quantiles(self, q)
-
-    def _upper_guess(self) -> FloatArray:
-        """A per-row point expected to lie above the high quantiles (a bracket start)."""
-        return self.mean() + 10.0 * self.stddev() + 1.0
-
-    def _take(self, rows: IntArray) -> Self:
-        """The same family restricted to ``rows`` (repeats allowed), without re-validation."""
-        new = object.__new__(type(self))
-        # Per-row results cached under ``_cached_*`` belong to the old rows: not copied.
-        new.__dict__.update(
-            (k, v) for k, v in self.__dict__.items() if not k.startswith("_cached_")
-        )
-        for name in self.per_row:
-            setattr(new, name, getattr(self, name)[rows])
-        new.n = int(rows.shape[0])
-        return new
 
     # ----- public batch API -----------------------------------------------------------
 

@@ -21,18 +21,21 @@ ratios of scaled tails are exact, and ``b**2 - a**2`` is formed as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from service.distributions.base import (
-    Distribution,
-    Float32Array,
-    FloatArray,
-    ParameterError,
-    as_float,
+from service.distributions.arrays import BoolArray, Float32Array, FloatArray
+from service.distributions.base import Distribution
+from service.distributions.cache import cached, cached_rows
+from service.distributions.constraints import (
+    half_open_unit_interval,
+    nonnegative,
+    positive,
+    real,
 )
+from service.distributions.params import Arg, Param, ParameterError, shapes
 from service.distributions.special import (
     LOG_SQRT_2PI,
     SQRT2,
@@ -49,86 +52,101 @@ class EGM(Distribution):
     family: ClassVar[str] = "egm"
     has_float32_kernel: ClassVar[bool] = True
     has_float32_slope: ClassVar[bool] = True
-    required_params: ClassVar[tuple[str, ...]] = ("lambda", "weights", "mu", "sigma")
-    optional_params: ClassVar[tuple[str, ...]] = ("p0",)
-    per_row: ClassVar[tuple[str, ...]] = (
-        "lam",
-        "w",
-        "mu",
-        "sigma",
-        "p0",
-        "a",
-        "upper",
-        "inv_sigma",
-        "inv_scaled_norm",
-        "pdf_scale",
-        "log_norm",
-        "w_sf",
-        "w_pdf",
-        "gauss_mass",
-    )
+    arg_constraints: ClassVar[Mapping[str, Param]] = {
+        "lambda": Param(positive),
+        "weights": Param(nonnegative, vector=True),
+        "mu": Param(real, vector=True),
+        "sigma": Param(positive, vector=True),
+        "p0": Param(half_open_unit_interval, required=False),
+    }
 
-    def __init__(
-        self,
-        *,
-        weights: npt.ArrayLike,
-        mu: npt.ArrayLike,
-        sigma: npt.ArrayLike,
-        p0: npt.ArrayLike | None = None,
-        **kw: npt.ArrayLike,
-    ) -> None:
-        if set(kw) != {"lambda"}:
-            raise ParameterError(f"egm: unexpected parameter(s) {sorted(set(kw) - {'lambda'})}")
-        lam = as_float("lambda", kw["lambda"], 1)
-        w = as_float("weights", weights, 2)
-        mu_ = as_float("mu", mu, 2)
-        sigma_ = as_float("sigma", sigma, 2)
-        n, k = mu_.shape
-        atom = np.zeros(n) if p0 is None else as_float("p0", p0, 1)
-        if (
-            lam.shape != (n,)
-            or w.shape != (n, k + 1)
-            or sigma_.shape != (n, k)
-            or atom.shape != (n,)
-        ):
-            raise ParameterError(
-                f"egm: inconsistent shapes lambda {lam.shape}, weights {w.shape}, "
-                f"mu {mu_.shape}, sigma {sigma_.shape}, p0 {atom.shape}"
-            )
-        if (lam <= 0).any() or (sigma_ <= 0).any():
-            raise ParameterError("egm: lambda and sigma must be positive")
-        if (w < 0).any() or (atom < 0).any() or (atom >= 1).any():
-            raise ParameterError("egm: weights must be >= 0 and p0 in [0, 1)")
-        total = atom + w.sum(axis=1)
-        if (total <= 0).any():
+    def _validate(self) -> None:
+        k = self.mu.shape[1]
+        if self._args["weights"].shape[1] != k + 1 or self.sigma.shape[1] != k:
+            raise ParameterError(f"egm: inconsistent shapes {shapes(self._args)}")
+        if (self._total <= 0).any():
             raise ParameterError("egm: weights sum to zero")
-        self.n = n
-        self.lam = lam
-        self.w = w / total[:, None]
-        self.p0 = atom / total
-        self.mu = mu_
-        self.sigma = sigma_
-        self.has_p0 = p0 is not None
-        self.a = -mu_ / sigma_
-        upper = self.a >= 0
-        self.upper = upper
-        self.inv_sigma = 1.0 / sigma_
+
+    # ----- parameters and the kernels' per-row constants ----------------------------------
+    # What the float64 kernel reads is cached per row, so that the quantile search's
+    # narrowed batches (``take``) gather it; the normalisers it is derived from are cached
+    # for this batch only, and a narrowed batch that needs them (log_prob) derives them.
+
+    lam = Arg("lambda")
+    mu = Arg()
+    sigma = Arg()
+
+    @property
+    def has_p0(self) -> bool:
+        return "p0" in self._args
+
+    @cached
+    def _total(self) -> FloatArray:
+        """The mass the model gave, by which it is rescaled to absorb a softmax's rounding."""
+        atom = self._args.get("p0")
+        return (np.zeros(self.n) if atom is None else atom) + self._args["weights"].sum(axis=1)
+
+    @cached_rows
+    def w(self) -> FloatArray:
+        return self._args["weights"] / self._total[:, None]
+
+    @cached_rows
+    def p0(self) -> FloatArray:
+        atom = self._args.get("p0")
+        return (np.zeros(self.n) if atom is None else atom) / self._total
+
+    @cached_rows
+    def a(self) -> FloatArray:
+        return -self.mu / self.sigma
+
+    @cached_rows
+    def upper(self) -> BoolArray:
+        return self.a >= 0
+
+    @cached
+    def any_upper(self) -> bool:
+        return bool(self.upper.any())
+
+    @cached_rows
+    def inv_sigma(self) -> FloatArray:
+        return 1.0 / self.sigma
+
+    @cached
+    def _scaled_norm(self) -> FloatArray:
         # Tails are scaled by exp(s/2) with s = a**2 where a >= 0, else s = 0.
         # One erfcx serves both branches: norm_tail(a) is 0.5 erfcx(|a|/sqrt2) exp(-a**2/2).
         y = np.abs(self.a)
         half_e = 0.5 * erfcx_nonneg(y / SQRT2)
         with np.errstate(under="ignore", over="ignore"):
             tail = half_e * np.exp(-0.5 * y * y)
-        scaled_norm = np.where(upper, half_e, 1.0 - tail)
-        self.inv_scaled_norm = 1.0 / scaled_norm
-        # log of sigma * sqrt(2 pi) * (1 - Phi(a)) * exp(s/2): the Gaussian density's divisor.
-        self.log_norm = np.log(sigma_) + LOG_SQRT_2PI + np.log(scaled_norm)
-        self.pdf_scale = np.exp(-self.log_norm)
-        self.any_upper = bool(upper.any())
-        # per-component weights folded with the normalisers, for the kernel's reductions
-        self.w_sf = self.w[:, 1:] * self.inv_scaled_norm
-        self.w_pdf = self.w[:, 1:] * self.pdf_scale
-        self.gauss_mass = self.w[:, 1:].sum(axis=1)
+        return np.where(self.upper, half_e, 1.0 - tail)
+
+    @cached
+    def inv_scaled_norm(self) -> FloatArray:
+        return 1.0 / self._scaled_norm
+
+    @cached
+    def log_norm(self) -> FloatArray:
+        """log of sigma * sqrt(2 pi) * (1 - Phi(a)) * exp(s/2): the Gaussian density's divisor."""
+        return np.log(self.sigma) + LOG_SQRT_2PI + np.log(self._scaled_norm)
+
+    @cached
+    def pdf_scale(self) -> FloatArray:
+        return np.exp(-self.log_norm)
+
+    # Per-component weights folded with the normalisers, for the kernel's reductions.
+
+    @cached_rows
+    def w_sf(self) -> FloatArray:
+        return self.w[:, 1:] * self.inv_scaled_norm
+
+    @cached_rows
+    def w_pdf(self) -> FloatArray:
+        return self.w[:, 1:] * self.pdf_scale
+
+    @cached_rows
+    def gauss_mass(self) -> FloatArray:
+        return self.w[:, 1:].sum(axis=1)
 
     def params(self) -> dict[str, FloatArray]:
         out = {"lambda": self.lam, "weights": self.w, "mu": self.mu, "sigma": self.sigma}
@@ -138,22 +156,21 @@ class EGM(Distribution):
 
     # ----- moments ----------------------------------------------------------------------
 
+    @cached
     def _component_moments(self) -> tuple[FloatArray, FloatArray]:
-        # Cached: the mean and the spread both need them, and they cost two erfcx passes.
-        cached: tuple[FloatArray, FloatArray] | None = self.__dict__.get("_cached_moments")
-        if cached is None:
-            shift = trunc_mean_shift(self.a)
-            mean_k = self.sigma * shift
-            var_k = self.sigma**2 * trunc_var_factor(self.a, shift)
-            cached = self._cached_moments = (mean_k, var_k)
-        return cached
+        """Each Gaussian's mean and variance: the mean and the spread both need them, and
+        they cost two erfcx passes."""
+        shift = trunc_mean_shift(self.a)
+        mean_k = self.sigma * shift
+        var_k = self.sigma**2 * trunc_var_factor(self.a, shift)
+        return mean_k, var_k
 
     def mean(self) -> FloatArray:
-        mean_k, _ = self._component_moments()
+        mean_k, _ = self._component_moments
         return self.w[:, 0] / self.lam + (self.w[:, 1:] * mean_k).sum(axis=1)
 
     def variance(self) -> FloatArray:
-        mean_k, var_k = self._component_moments()
+        mean_k, var_k = self._component_moments
         second = 2.0 * self.w[:, 0] / self.lam**2 + (self.w[:, 1:] * (var_k + mean_k**2)).sum(1)
         mean = self.w[:, 0] / self.lam + (self.w[:, 1:] * mean_k).sum(axis=1)
         return np.maximum(second - mean**2, 0.0)
@@ -165,7 +182,7 @@ class EGM(Distribution):
     def atom(self) -> FloatArray:
         return self.p0
 
-    def _upper_guess(self) -> FloatArray:
+    def upper_guess(self) -> FloatArray:
         # Past every component's 1 - 1e-17 point: the exponential's and each Gaussian's.
         used = self.w[:, 1:] > 0
         gauss = np.where(used, np.maximum(self.mu, 0.0) + 9.0 * self.sigma, 0.0).max(axis=1)
@@ -189,7 +206,7 @@ class EGM(Distribution):
         b *= self.inv_sigma[:, None, :]
         return b
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         # The hot path of every quantile search: in-place where possible, since at
         # serving batch sizes numpy's cost is passes over memory.
         b = self._standardize(t)
@@ -213,41 +230,39 @@ class EGM(Distribution):
             pdf += (w0 * self.lam[:, None]) * np.exp(-lam_t)
         return cdf, pdf
 
-    def _cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
+    def cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]:
         cdf, pdf, _ = self._kernel32(t, False)
         return cdf, pdf
 
-    def _cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+    def cdf_pdf_dpdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
         cdf, pdf, dpdf = self._kernel32(t, True)
         assert dpdf is not None
         return cdf, pdf, dpdf
 
+    @cached
     def _constants32(self) -> dict[str, Float32Array]:
         """The per-row constants of the float32 kernel, cast once per distribution."""
-        cached: dict[str, Float32Array] | None = self.__dict__.get("_cached_f32")
-        if cached is None:
-            f32 = np.float32
-            cached = self._cached_f32 = {
-                "mu": self.mu.astype(f32),
-                "inv_sigma": self.inv_sigma.astype(f32),
-                "a": self.a.astype(f32),
-                "lam": self.lam.astype(f32)[:, None],
-                "w0": self.w[:, 0:1].astype(f32),
-                "gauss_mass": self.gauss_mass.astype(f32)[:, None],
-                "p0": self.p0.astype(f32)[:, None],
-                "w_sf": self.w_sf.astype(f32),
-                "w_pdf": self.w_pdf.astype(f32),
-                "w_dpdf": (self.w_pdf * self.inv_sigma).astype(f32),
-            }
-        return cached
+        f32 = np.float32
+        return {
+            "mu": self.mu.astype(f32),
+            "inv_sigma": self.inv_sigma.astype(f32),
+            "a": self.a.astype(f32),
+            "lam": self.lam.astype(f32)[:, None],
+            "w0": self.w[:, 0:1].astype(f32),
+            "gauss_mass": self.gauss_mass.astype(f32)[:, None],
+            "p0": self.p0.astype(f32)[:, None],
+            "w_sf": self.w_sf.astype(f32),
+            "w_pdf": self.w_pdf.astype(f32),
+            "w_dpdf": (self.w_pdf * self.inv_sigma).astype(f32),
+        }
 
     def _kernel32(
         self, t: Float32Array, slope: bool
     ) -> tuple[Float32Array, Float32Array, Float32Array | None]:
-        # _cdf_pdf's algebra in float32 with the one-formula erfcx, and on request the
+        # cdf_pdf's algebra in float32 with the one-formula erfcx, and on request the
         # density's derivative (each Gaussian's is its density times -(t - mu) / sigma**2).
         f32 = np.float32
-        c = self._constants32()
+        c = self._constants32
         b = t[:, :, None] - c["mu"][:, None, :]
         b *= c["inv_sigma"][:, None, :]
         with np.errstate(under="ignore", over="ignore", invalid="ignore"):

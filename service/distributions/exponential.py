@@ -15,27 +15,24 @@ are closed form: ``-log1p(-q) / rate``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.base import Distribution
+from service.distributions.constraints import positive
+from service.distributions.params import Arg, Param
 
 
 class Exponential(Distribution):
     """Exponential watch time with a per-row rate."""
 
     family: ClassVar[str] = "exponential"
-    required_params: ClassVar[tuple[str, ...]] = ("rate",)
-    per_row: ClassVar[tuple[str, ...]] = ("rate",)
+    arg_constraints: ClassVar[Mapping[str, Param]] = {"rate": Param(positive)}
 
-    def __init__(self, *, rate: npt.ArrayLike) -> None:
-        rate_ = as_float("rate", rate, 1)
-        if (rate_ <= 0).any():
-            raise ParameterError("exponential: rate must be positive")
-        self.n = rate_.shape[0]
-        self.rate = rate_
+    rate = Arg()
 
     def params(self) -> dict[str, FloatArray]:
         return {"rate": self.rate}
@@ -51,7 +48,7 @@ class Exponential(Distribution):
     def stddev(self) -> FloatArray:
         return self.mean()
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         rate = self.rate[:, None]
         with np.errstate(under="ignore", over="ignore"):
             x = rate * t

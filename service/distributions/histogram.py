@@ -31,18 +31,16 @@ below it), which keeps levels close to 1 exact.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from service.distributions.base import (
-    Distribution,
-    FloatArray,
-    IntArray,
-    ParameterError,
-    as_float,
-)
+from service.distributions.arrays import FloatArray, IntArray
+from service.distributions.base import Distribution
+from service.distributions.cache import cached, cached_rows
+from service.distributions.constraints import increasing_from_zero, unnormalised_simplex
+from service.distributions.params import Param, ParameterError
 
 
 def _gather(values: FloatArray, index: IntArray) -> FloatArray:
@@ -57,39 +55,64 @@ class Histogram(Distribution):
     """Bucket probabilities, uniform inside closed buckets, exponential in the open one."""
 
     family: ClassVar[str] = "histogram"
-    required_params: ClassVar[tuple[str, ...]] = ("probs", "edges")
-    per_row: ClassVar[tuple[str, ...]] = ("cum", "mass", "edges")
+    arg_constraints: ClassVar[Mapping[str, Param]] = {
+        "probs": Param(unnormalised_simplex, vector=True),
+        "edges": Param(increasing_from_zero, vector=True, shared=True),
+    }
 
-    def __init__(self, *, probs: npt.ArrayLike, edges: npt.ArrayLike) -> None:
-        p = as_float("probs", probs, 2)
-        n, b = p.shape
-        raw_edges = np.asarray(edges, dtype=np.float64)
-        shared = raw_edges.ndim == 1
-        e = as_float("edges", raw_edges, 1 if shared else 2)
-        if b < 1 or e.shape[-1] != b + 1 or (not shared and e.shape[0] != n):
+    def _validate(self) -> None:
+        self._check_grid("edges", "probs", 1)
+
+    def _check_grid(self, grid: str, values: str, extra: int) -> None:
+        """Refuse a grid (shared or per row) whose length is not that of the per-row
+        ``values`` plus ``extra``, or ``values`` of no entries."""
+        g, v = self._args[grid], self._args[values]
+        m = v.shape[1]
+        if m < 1 or g.shape[-1] != m + extra:
             raise ParameterError(
-                f"{self.family}: edges {e.shape} do not fit probs {p.shape} (need B+1 edges)"
+                f"{self.family}: {grid} {g.shape} do not fit {values} {v.shape} "
+                f"(need {m + extra} {grid})"
             )
-        if (e[..., 0] != 0).any():
-            raise ParameterError(f"{self.family}: edges must start at 0")
-        if (np.diff(e, axis=-1) <= 0).any():
-            raise ParameterError(f"{self.family}: edges must be strictly increasing")
-        if (p < 0).any():
-            raise ParameterError(f"{self.family}: probabilities must be >= 0")
+
+    # ----- buckets ----------------------------------------------------------------------
+
+    def _bucket_probs(self) -> FloatArray:
+        """The buckets' probabilities as the model gave them, (n, B), not yet normalised."""
+        return self._args["probs"]
+
+    @cached
+    def _grid(self) -> FloatArray:
+        """The bucket edges, shared (B+1,) or per row (n, B+1)."""
+        return self._args["edges"]
+
+    @cached_rows
+    def cum(self) -> FloatArray:
+        """Mass below each edge, (n, B+1), the last exactly 1."""
+        p = self._bucket_probs()
+        n = p.shape[0]
         top = p.max(axis=1, keepdims=True)
-        if (top <= 0).any():
-            raise ParameterError(f"{self.family}: a row's probabilities sum to zero")
         # Scaled by the row maximum first so that huge raw scores cannot overflow the sum.
         running = np.concatenate([np.zeros((n, 1)), np.cumsum(p / top, axis=1)], axis=1)
-        self.n = n
-        self.cum: FloatArray = running / running[:, -1:]
-        self.mass: FloatArray = np.diff(self.cum, axis=1)
-        self.shared_edges: FloatArray | None = e if shared else None
-        self.edges: FloatArray = np.broadcast_to(e, (n, b + 1)) if shared else e
+        return running / running[:, -1:]
+
+    @cached_rows
+    def mass(self) -> FloatArray:
+        return np.diff(self.cum, axis=1)
+
+    @property
+    def shared_edges(self) -> FloatArray | None:
+        grid = self._grid
+        return grid if grid.ndim == 1 else None
+
+    @cached
+    def edges(self) -> FloatArray:
+        """The edges per row, (n, B+1): a broadcast view when they are shared, so a child
+        of ``take`` derives its own rather than gathering copies."""
+        grid = self._grid
+        return np.broadcast_to(grid, (self.n, grid.shape[0])) if grid.ndim == 1 else grid
 
     def params(self) -> dict[str, FloatArray]:
-        edges = self.edges if self.shared_edges is None else self.shared_edges
-        return {"probs": self.mass, "edges": edges}
+        return {"probs": self.mass, "edges": self._grid}
 
     # ----- moments ----------------------------------------------------------------------
 
@@ -131,7 +154,7 @@ class Histogram(Distribution):
         width = _gather(edges, j + 1) - lo
         return _gather(self.cum, j), _gather(self.mass, j), lo, width
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         j = self._bucket_of(t)
         below, mass, lo, width = self._locate(j)
         tail = j == self.mass.shape[1] - 1

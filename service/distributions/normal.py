@@ -23,12 +23,16 @@ the atom, 0 at or below it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.base import Distribution
+from service.distributions.cache import cached_rows
+from service.distributions.constraints import positive, real
+from service.distributions.params import Arg, Param
 from service.distributions.special import (
     log_ndtr,
     mills_ratio,
@@ -57,21 +61,19 @@ class Normal(Distribution):
     """Gaussian censored at zero: an atom at 0 plus the normal density on (0, inf)."""
 
     family: ClassVar[str] = "normal"
-    required_params: ClassVar[tuple[str, ...]] = ("loc", "scale")
-    per_row: ClassVar[tuple[str, ...]] = ("loc", "scale", "p0")
+    arg_constraints: ClassVar[Mapping[str, Param]] = {
+        "loc": Param(real),
+        "scale": Param(positive),
+    }
 
-    def __init__(self, *, loc: npt.ArrayLike, scale: npt.ArrayLike) -> None:
-        loc_ = as_float("loc", loc, 1)
-        scale_ = as_float("scale", scale, 1)
-        if loc_.shape != scale_.shape:
-            raise ParameterError(f"normal: loc {loc_.shape} and scale {scale_.shape} differ")
-        if (scale_ <= 0).any():
-            raise ParameterError("normal: scale must be positive")
-        self.n = loc_.shape[0]
-        self.loc = loc_
-        self.scale = scale_
+    loc = Arg()
+    scale = Arg()
+
+    @cached_rows
+    def p0(self) -> FloatArray:
+        """The mass X puts below zero, served as the atom at 0."""
         with _huge_z():
-            self.p0 = ndtr(-loc_ / scale_)
+            return ndtr(-self.loc / self.scale)
 
     def params(self) -> dict[str, FloatArray]:
         return {"loc": self.loc, "scale": self.scale}
@@ -107,7 +109,7 @@ class Normal(Distribution):
         with np.errstate(under="ignore", over="ignore"):
             return p_pos * cond_var + p_pos * self.p0 * cond_mean**2
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         with _huge_z():
             z = (t - self.loc[:, None]) / self.scale[:, None]
             return ndtr(z), norm_pdf(z) / self.scale[:, None]

@@ -29,16 +29,11 @@ within the tolerance.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, Self
 
 import numpy as np
-import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from service.distributions.base import Distribution
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
+from service.distributions.arrays import Float32Array, FloatArray, IntArray
 
 XTOL_ABS = 1e-9
 XTOL_REL = 1e-9
@@ -63,6 +58,40 @@ FLOAT32_NOISE = 2e-6
 GRID32_MARGIN = 1e-4
 
 
+class Searchable(Protocol):
+    """What the search needs of a batch of ``n`` distributions, and no more.
+
+    The kernels take finite ``t >= 0`` as ``(n, m)`` or ``(1, m)`` and may answer
+    ``(1, m)``-broadcast; the float32 ones are called only when the flag above them says
+    they exist. ``take`` narrows the batch to some rows (repeats allowed) once few pairs
+    are left, so the kernels run on those rows alone.
+    """
+
+    @property
+    def has_float32_kernel(self) -> bool: ...
+
+    @property
+    def has_float32_slope(self) -> bool: ...
+
+    def atom(self) -> FloatArray:
+        """P(T == 0) per row."""
+        ...
+
+    def upper_guess(self) -> FloatArray:
+        """A per-row point expected to lie above the high quantiles."""
+        ...
+
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]: ...
+
+    def cdf_pdf32(self, t: Float32Array) -> tuple[Float32Array, Float32Array]: ...
+
+    def cdf_pdf_dpdf32(
+        self, t: Float32Array
+    ) -> tuple[Float32Array, Float32Array, Float32Array]: ...
+
+    def take(self, rows: IntArray) -> Self: ...
+
+
 class _Evaluator:
     """Evaluates CDF and density on a subset of the (row, level) grid.
 
@@ -71,7 +100,7 @@ class _Evaluator:
     few remain, the family is narrowed to just their rows.
     """
 
-    def __init__(self, dist: Distribution, n: int, m: int) -> None:
+    def __init__(self, dist: Searchable, n: int, m: int) -> None:
         self.dist, self.n, self.m = dist, n, m
         self.rows_of = np.repeat(np.arange(n), m)
 
@@ -80,12 +109,12 @@ class _Evaluator:
         if 2 * idx.size >= size:
             grid = np.ones(size)
             grid[idx] = x
-            f_cdf, f_pdf = self.dist._cdf_pdf(grid.reshape(self.n, self.m))
+            f_cdf, f_pdf = self.dist.cdf_pdf(grid.reshape(self.n, self.m))
             f_cdf = np.broadcast_to(f_cdf, (self.n, self.m)).ravel()[idx]
             f_pdf = np.broadcast_to(f_pdf, (self.n, self.m)).ravel()[idx]
             return f_cdf, f_pdf
-        sub = self.dist._take(self.rows_of[idx])
-        f_cdf, f_pdf = sub._cdf_pdf(x[:, None])
+        sub = self.dist.take(self.rows_of[idx])
+        f_cdf, f_pdf = sub.cdf_pdf(x[:, None])
         return f_cdf[:, 0], f_pdf[:, 0]
 
 
@@ -122,7 +151,7 @@ def _cubic_start(
 
 
 def _float32_newton(
-    dist: Distribution,
+    dist: Searchable,
     u: FloatArray,
     u_lo: FloatArray,
     u_hi: FloatArray,
@@ -152,9 +181,9 @@ def _float32_newton(
         grid = np.ones(size, dtype=np.float32)
         grid[idx] = x
         if halley:
-            f_cdf, f_pdf, f_dpdf = dist._cdf_pdf_dpdf32(grid.reshape(n, m))
+            f_cdf, f_pdf, f_dpdf = dist.cdf_pdf_dpdf32(grid.reshape(n, m))
         else:
-            f_cdf, f_pdf = dist._cdf_pdf32(grid.reshape(n, m))
+            f_cdf, f_pdf = dist.cdf_pdf32(grid.reshape(n, m))
         g = f_cdf.ravel()[idx] - qq
         # Only a sign float32 can vouch for moves a bracket end.
         lo = np.where(g < -FLOAT32_NOISE, u, lo)
@@ -173,7 +202,7 @@ def _float32_newton(
     return u
 
 
-def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
+def solve_quantiles(dist: Searchable, q: FloatArray) -> FloatArray:
     """Quantiles of ``dist`` at levels ``q`` (``(n, m)`` in [0, 1]), as ``(n, m)``."""
     n, m = q.shape
     out = np.zeros(n * m)
@@ -189,26 +218,26 @@ def solve_quantiles(dist: Distribution, q: FloatArray) -> FloatArray:
     # Bracket every level on a per-row log grid below the family's upper guess. The
     # grid is shared by all of a row's levels, so it costs GRID_POINTS evaluations per
     # row however many levels are asked, and it leaves Newton a start within one cell.
-    top = np.maximum(np.minimum(dist._upper_guess(), 1e300), 2.0 * X_FLOOR)
-    f_top = dist._cdf_pdf(top[:, None])[0][:, 0]
+    top = np.maximum(np.minimum(dist.upper_guess(), 1e300), 2.0 * X_FLOOR)
+    f_top = dist.cdf_pdf(top[:, None])[0][:, 0]
     for _ in range(MAX_DOUBLINGS):
         short = f_top < qf.reshape(n, m).max(axis=1)
         if not short.any():
             break
         top[short] = np.minimum(top[short] * 8.0, 1e300)
-        f_top[short] = dist._take(np.flatnonzero(short))._cdf_pdf(top[short, None])[0][:, 0]
+        f_top[short] = dist.take(np.flatnonzero(short)).cdf_pdf(top[short, None])[0][:, 0]
     grid = top[:, None] * GRID_SPAN ** -(np.linspace(1.0, 0.0, GRID_POINTS) ** GRID_POWER)
     grid = np.maximum(grid, X_FLOOR)
     if dist.has_float32_kernel:
         # The grid only places each level in a cell and gives the cubic start, so float32
         # serves; a level within GRID32_MARGIN of a cell end, where float32 might misplace
         # it, gets the neighbouring cell too. Brackets then move on float64 values only.
-        f32, p32 = dist._cdf_pdf32(grid.astype(np.float32))
+        f32, p32 = dist.cdf_pdf32(grid.astype(np.float32))
         f_grid = np.broadcast_to(f32, grid.shape).astype(np.float64)
         p_grid = np.broadcast_to(p32, grid.shape).astype(np.float64)
         margin = GRID32_MARGIN
     else:
-        f64, p64 = dist._cdf_pdf(grid)
+        f64, p64 = dist.cdf_pdf(grid)
         f_grid = np.broadcast_to(f64, grid.shape).copy()
         p_grid = np.broadcast_to(p64, grid.shape)
         margin = 0.0

@@ -27,46 +27,53 @@ width, ``w``), so the kernels, moments and closed-form quantiles are the histogr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from service.distributions.base import FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.cache import cached, cached_rows
+from service.distributions.constraints import positive_increasing, unit_interval
 from service.distributions.histogram import Histogram
+from service.distributions.params import Param, ParameterError
 
 
 class Survival(Histogram):
     """Monotone exceedance probabilities, linearly interpolated, with an exponential tail."""
 
     family: ClassVar[str] = "survival"
-    required_params: ClassVar[tuple[str, ...]] = ("thresholds", "sf")
-    per_row: ClassVar[tuple[str, ...]] = (*Histogram.per_row, "sf")
+    arg_constraints: ClassVar[Mapping[str, Param]] = {
+        "thresholds": Param(positive_increasing, vector=True, shared=True),
+        "sf": Param(unit_interval, vector=True),
+    }
 
-    def __init__(self, *, thresholds: npt.ArrayLike, sf: npt.ArrayLike) -> None:
-        s = as_float("sf", sf, 2)
-        n, m = s.shape
-        raw = np.asarray(thresholds, dtype=np.float64)
-        shared = raw.ndim == 1
-        thr = as_float("thresholds", raw, 1 if shared else 2)
-        if m < 1 or thr.shape[-1] != m or (not shared and thr.shape[0] != n):
-            raise ParameterError(f"survival: thresholds {thr.shape} do not fit sf {s.shape}")
-        if (thr <= 0).any() or (np.diff(thr, axis=-1) <= 0).any():
-            raise ParameterError("survival: thresholds must be > 0 and strictly increasing")
-        if (s < 0).any() or (s > 1).any():
-            raise ParameterError("survival: sf must lie in [0, 1]")
-        monotone = np.minimum.accumulate(s, axis=1)
+    def _validate(self) -> None:
+        self._check_grid("thresholds", "sf", 0)
+        if not np.isfinite(self._grid).all():
+            raise ParameterError("survival: thresholds too large for the tail's nominal end")
+
+    @cached_rows
+    def sf(self) -> FloatArray:
+        """The exceedance probabilities served: the running minimum of the model's."""
+        return np.minimum.accumulate(self._args["sf"], axis=1)
+
+    def _bucket_probs(self) -> FloatArray:
+        monotone = self.sf
+        n = monotone.shape[0]
         ones, zeros = np.ones((n, 1)), np.zeros((n, 1))
         # 0.0 - d rather than -d, so that empty segments hold +0.0, not -0.0.
-        probs = 0.0 - np.diff(np.concatenate([ones, monotone, zeros], axis=1), axis=1)
-        last_width = thr[..., -1:] - (thr[..., -2:-1] if m > 1 else 0.0)
+        return 0.0 - np.diff(np.concatenate([ones, monotone, zeros], axis=1), axis=1)
+
+    @cached
+    def _grid(self) -> FloatArray:
+        thr = self._args["thresholds"]
+        last_width = thr[..., -1:] - (thr[..., -2:-1] if thr.shape[-1] > 1 else 0.0)
         lead = np.zeros_like(thr[..., :1])
-        edges = np.concatenate([lead, thr, thr[..., -1:] + 2.0 * last_width], axis=-1)
-        super().__init__(probs=probs, edges=edges)
-        self.sf: FloatArray = monotone
+        with np.errstate(over="ignore"):  # refused by _validate
+            end = thr[..., -1:] + 2.0 * last_width
+        return np.concatenate([lead, thr, end], axis=-1)
 
     def params(self) -> dict[str, FloatArray]:
         """The thresholds as given (shared or per row) and the monotone ``sf`` served."""
-        shared = self.shared_edges
-        thresholds = self.edges[:, 1:-1] if shared is None else shared[1:-1]
-        return {"thresholds": thresholds, "sf": self.sf}
+        return {"thresholds": self._args["thresholds"], "sf": self.sf}

@@ -22,12 +22,15 @@ their complement ``(1 - q) / (1 - p0)``), 0 at or below it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from service.distributions.base import Distribution, FloatArray, ParameterError, as_float
+from service.distributions.arrays import FloatArray
+from service.distributions.base import Distribution
+from service.distributions.constraints import half_open_unit_interval, positive, real
+from service.distributions.params import Arg, Param
 from service.distributions.special import ndtr, ndtri, norm_logpdf
 
 _TINY = float(np.finfo(np.float64).tiny)
@@ -37,25 +40,15 @@ class ZILN(Distribution):
     """Zero-inflated lognormal watch time."""
 
     family: ClassVar[str] = "ziln"
-    required_params: ClassVar[tuple[str, ...]] = ("p0", "mu", "sigma")
-    per_row: ClassVar[tuple[str, ...]] = ("p0", "mu", "sigma")
+    arg_constraints: ClassVar[Mapping[str, Param]] = {
+        "p0": Param(half_open_unit_interval),
+        "mu": Param(real),
+        "sigma": Param(positive),
+    }
 
-    def __init__(self, *, p0: npt.ArrayLike, mu: npt.ArrayLike, sigma: npt.ArrayLike) -> None:
-        p0_ = as_float("p0", p0, 1)
-        mu_ = as_float("mu", mu, 1)
-        sigma_ = as_float("sigma", sigma, 1)
-        if not p0_.shape == mu_.shape == sigma_.shape:
-            raise ParameterError(
-                f"ziln: inconsistent shapes p0 {p0_.shape}, mu {mu_.shape}, sigma {sigma_.shape}"
-            )
-        if (sigma_ <= 0).any():
-            raise ParameterError("ziln: sigma must be positive")
-        if (p0_ < 0).any() or (p0_ >= 1).any():
-            raise ParameterError("ziln: p0 must lie in [0, 1)")
-        self.n = mu_.shape[0]
-        self.p0 = p0_
-        self.mu = mu_
-        self.sigma = sigma_
+    p0 = Arg()
+    mu = Arg()
+    sigma = Arg()
 
     def params(self) -> dict[str, FloatArray]:
         return {"p0": self.p0, "mu": self.mu, "sigma": self.sigma}
@@ -89,7 +82,7 @@ class ZILN(Distribution):
             z = (np.log(safe) - self.mu[:, None]) / self.sigma[:, None]
         return z, safe
 
-    def _cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         z, safe = self._z(t)
         pos = t > 0
         p0 = self.p0[:, None]
