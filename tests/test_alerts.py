@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import DEPLOY, system_tool
+
+from tests.support import DEPLOY
+from tests.support.deploy import system_tool
 
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "alerts_test.yml"

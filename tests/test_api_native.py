@@ -12,9 +12,15 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from api_support import (
+
+from service.app import _chain_shutdown_signals, create_app
+from service.config import Settings
+from service.runtime.model import SessionConfig
+from service.runtime.repository import ModelRepository, load_repository
+from service.runtime.state import ServiceState
+from tests.support import MODELS
+from tests.support.api import (
     EGMN_VERSIONS,
-    MODELS,
     SERVED_VERSION,
     AppClient,
     Reference,
@@ -23,12 +29,6 @@ from api_support import (
     request_rows,
     shipped_repository,
 )
-
-from service.app import _chain_shutdown_signals, create_app
-from service.config import Settings
-from service.runtime.model import SessionConfig
-from service.runtime.repository import ModelRepository, load_repository
-from service.runtime.state import ServiceState
 
 LEVELS = [0.1, 0.5, 0.9]
 INTERVALS = [[0, 3], [3, 10], [10, None]]

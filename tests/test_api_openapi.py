@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api_support import MODELS, AppClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -22,6 +21,8 @@ from service.app import create_app
 from service.config import Settings
 from service.runtime.model import SessionConfig
 from service.runtime.repository import load_repository
+from tests.support import MODELS
+from tests.support.api import AppClient
 
 
 def examples(default: int) -> int:
@@ -135,7 +136,7 @@ json_values = st.recursive(
 
 
 def _valid_features() -> dict[str, list[Any]]:
-    from api_support import request_rows
+    from tests.support.api import request_rows
 
     features, _ = request_rows(3)
     return features

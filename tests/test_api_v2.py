@@ -9,26 +9,30 @@ from typing import Any
 
 import numpy as np
 import pytest
-from api_support import (
+
+from service.app import create_app
+from service.config import Settings
+from service.runtime.repository import ModelRepository
+from tests.support import MODELS
+from tests.support.api import (
     EGMN_VERSIONS,
-    MODELS,
     SERVED_VERSION,
     AppClient,
     LiveServer,
     Reference,
     app_client,
     manifest,
-    request_rows,
     shipped_repository,
 )
+from tests.support.v2 import (
+    LEVELS,
+    check_against_reference,
+    datatype,
+    json_inputs,
+    tensor_columns,
+)
 
-from service.app import create_app
-from service.config import Settings
-from service.runtime.repository import ModelRepository
-
-LEVELS = [0.1, 0.5, 0.9]
 INTERVALS = [[0, 3], [3, 10], [10, None]]
-EDGES = np.array([[0, 3], [3, 10], [10, np.inf]])
 
 
 @pytest.fixture(scope="module")
@@ -44,36 +48,6 @@ def client(repository: ModelRepository) -> Iterator[AppClient]:
 @pytest.fixture(scope="module")
 def reference() -> Reference:
     return Reference()
-
-
-def tensor_columns(n: int, start: int = 0) -> dict[str, np.ndarray]:
-    """Test-day columns typed as v2 tensors carry them: FP64 with NaN, INT64, BYTES text.
-
-    Strings have no missing value in a tensor, so a missing one is sent as "" (unknown).
-    """
-    _, columns = request_rows(n, start)
-    kinds = {f.source: f for f in manifest().features}
-    out: dict[str, np.ndarray] = {}
-    for name, col in columns.items():
-        spec = kinds[name]
-        if spec.kind == "categorical" and spec.dtype == "string":
-            out[name] = np.array(["" if v is None else str(v) for v in col], dtype=object)
-        elif col.dtype.kind == "f" or spec.kind == "numeric":
-            out[name] = col.astype(np.float64)
-        else:
-            out[name] = col.astype(np.int64)
-    return out
-
-
-def datatype(arr: np.ndarray) -> str:
-    return {"O": "BYTES", "f": "FP64", "i": "INT64"}[arr.dtype.kind]
-
-
-def json_inputs(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    return [
-        {"name": k, "shape": [len(v)], "datatype": datatype(v), "data": v.tolist()}
-        for k, v in columns.items()
-    ]
 
 
 def binary_body(
@@ -104,30 +78,6 @@ def outputs_of(doc: dict[str, Any]) -> dict[str, np.ndarray]:
         o["name"]: np.asarray(o["data"], dtype=np.float64).reshape(o["shape"])
         for o in doc["outputs"]
     }
-
-
-def check_against_reference(
-    got: dict[str, np.ndarray],
-    reference: Reference,
-    columns: dict[str, np.ndarray],
-    threshold: float,
-    levels: list[float] | None = LEVELS,
-    edges: np.ndarray | None = EDGES,
-) -> None:
-    dist = reference.distribution(columns)
-    want = {
-        "expected_watch_time_s": dist.mean(),
-        "point_s": dist.point(),
-        "std_s": dist.stddev(),
-        "quick_skip_prob": dist.cdf(threshold),
-    }
-    if levels is not None:
-        want["quantiles"] = dist.icdf(np.array(levels))
-    if edges is not None:
-        want["interval_mass"] = dist.interval_mass(edges)
-    assert set(got) == set(want)
-    for name, value in want.items():
-        np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 # ----------------------------------------------------------------------------- raw protocol

@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from api_support import MODELS, AppClient, Reference, client_for
-from test_api_v2 import EDGES, check_against_reference, datatype, tensor_columns
 
 from service.app import create_app
 from service.config import Settings
 from service.runtime.model import SessionConfig
 from service.runtime.repository import load_repository
+from tests.support import MODELS
+from tests.support.api import AppClient, Reference, client_for
+from tests.support.v2 import EDGES, check_against_reference, datatype, tensor_columns
 
 if os.environ.get("WATCHTIME_REQUIRE_KSERVE") == "1":
     # `make test` runs this module in the kserve environment: a missing client fails.

@@ -17,8 +17,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from api_support import (
-    MODELS,
+
+from model_export.data import raw_columns
+from service.app import create_app
+from service.config import Settings
+from tests.support import MODELS
+from tests.support.api import (
     LiveServer,
     Reference,
     held_out_day,
@@ -26,10 +30,6 @@ from api_support import (
     manifest,
     shipped_repository,
 )
-
-from model_export.data import raw_columns
-from service.app import create_app
-from service.config import Settings
 
 http = pytest.importorskip("tritonclient.http")
 

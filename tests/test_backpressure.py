@@ -11,13 +11,14 @@ from typing import Any
 
 import orjson
 import pytest
-from api_support import MODELS, AppClient, app_client, request_rows, shipped_repository
-from metrics_support import delta, scrape
-from test_batching import v2_body
 
 from service.config import load_settings
 from service.errors import ConfigError
 from service.runtime.repository import ModelRepository
+from tests.support import MODELS
+from tests.support.api import AppClient, app_client, request_rows, shipped_repository
+from tests.support.metrics import delta, scrape
+from tests.support.v2 import v2_body
 
 MODEL = "egmn"
 PREDICT = f"/v1/models/{MODEL}/predict"

@@ -34,6 +34,7 @@ from model_export.training.checkpoint import load_run, save_run
 from model_export.training.config import BaselineConfig, TrainConfig
 from service.distributions import Histogram, Survival, get_family
 from service.manifest import Manifest
+from tests.support import MODELS
 
 SCALE = 10.0
 
@@ -326,7 +327,7 @@ def test_a_short_run_learns_and_round_trips(split: object, tmp_path: Path, name:
 @pytest.mark.parametrize("name", SERVED)
 def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> None:
     """A shipped baseline directory (written by ``make models``) scores what its manifest says."""
-    model_dir = Path(__file__).resolve().parent.parent / "models" / name / "1"
+    model_dir = MODELS / name / "1"
     assert (model_dir / "manifest.json").exists(), f"{model_dir} missing: run make models"
     assert (model_dir / "ATTRIBUTION.txt").read_text().count("CC BY-SA 4.0") >= 1
     from model_export.data import labels

@@ -8,24 +8,12 @@ with an independent onnxruntime session to a tolerance.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from api_support import (
-    MODELS,
-    AppClient,
-    Reference,
-    app_client,
-    client_for,
-    request_rows,
-    shipped_repository,
-)
-from metrics_support import delta, scrape
-from test_api_v2 import json_inputs, tensor_columns
 
 from service.errors import FeatureError
 from service.runtime.batcher import BatchConfig, Batcher
@@ -33,6 +21,17 @@ from service.runtime.features import encode_features
 from service.runtime.model import ROW_BLOCK, pad_rows
 from service.runtime.prediction import PredictOptions
 from service.runtime.repository import ModelRepository
+from tests.support import MODELS
+from tests.support.api import (
+    AppClient,
+    Reference,
+    app_client,
+    client_for,
+    request_rows,
+    shipped_repository,
+)
+from tests.support.metrics import delta, scrape
+from tests.support.v2 import v2_body
 
 MODEL = "egmn"
 
@@ -138,15 +137,6 @@ def test_unbatched_app_runs_each_request_alone(unbatched: AppClient) -> None:
     after = scrape(unbatched)
     assert [r.status_code for r in answers] == [200, 200, 200]
     assert delta(before, after, "watchtime_batches_total", model=MODEL) == len(sizes)
-
-
-def v2_body(n: int, start: int, **parameters: Any) -> bytes:
-    """A v2 JSON infer request over test-day rows (NaN tokens for missing floats)."""
-    columns = tensor_columns(n, start)
-    doc: dict[str, Any] = {"inputs": json_inputs(columns)}
-    if parameters:
-        doc["parameters"] = parameters
-    return json.dumps(doc).encode()
 
 
 def test_v2_requests_are_batched_too(batched: AppClient, unbatched: AppClient) -> None:

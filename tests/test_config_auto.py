@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from service.config import Settings, load_settings, resolve_auto, usable_cores
-
-MODELS = Path(__file__).resolve().parent.parent / "models"
+from tests.support import MODELS
 
 
 def test_usable_cores_follow_the_affinity_mask() -> None:

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import request_rows
-from deploy_support import DEPLOY, ServiceProcess, http_get, system_tool
 from prometheus_client.parser import text_string_to_metric_families
-from promql_support import (
+
+from tests.support import DEPLOY
+from tests.support.api import request_rows
+from tests.support.deploy import ServiceProcess, http_get, system_tool
+from tests.support.promql import (
     as_rule_file,
     dashboard_queries,
     label_names,

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from api_support import SHIPPED
 
 from service.errors import UnknownModelError
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelRepository, latest_version_dir, load_repository
+from tests.support.api import SHIPPED
 
 
 def _repository_of(root: Path, names: list[str]) -> Path:

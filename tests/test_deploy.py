@@ -22,8 +22,10 @@ import compose
 import pytest
 import yaml
 from cloudcoil.models.prometheus_operator.v1 import PodMonitor
-from deploy_support import DEPLOY, ROOT, system_tool, venv_tool
 from pydantic import ValidationError
+
+from tests.support import DEPLOY, ROOT
+from tests.support.deploy import system_tool, venv_tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"

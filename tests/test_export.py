@@ -18,8 +18,8 @@ from model_export.evaluation.served import load_served, served_distribution, ser
 from model_export.export.model_dir import write_model_dir
 from model_export.models.egmn import EGMN, Calibration, ServingEGMN
 from service.distributions import EGM
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "models" / "egmn" / "1"
 
 

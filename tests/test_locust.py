@@ -17,7 +17,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from deploy_support import ROOT, ServiceProcess, free_port
+
+from tests.support import ROOT, free_port
+from tests.support.deploy import ServiceProcess
 
 pytestmark = pytest.mark.slow
 

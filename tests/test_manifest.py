@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.manifest import Manifest, sha256_file, verify_onnx_sha256
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "models" / "egmn" / "1"
 
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 import pytest
-from api_support import AppClient, app_client, request_rows, shipped_repository
-from metrics_support import delta, parse, scrape, value
 
 from service.runtime.repository import ModelRepository
+from tests.support.api import AppClient, app_client, request_rows, shipped_repository
+from tests.support.metrics import delta, parse, scrape, value
 
 MODEL = "egmn"
 PREDICT = f"/v1/models/{MODEL}/predict"

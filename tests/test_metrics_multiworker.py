@@ -13,11 +13,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from api_support import request_rows
-from metrics_support import parse, value
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from test_service_process import Service, _get
+
+from tests.support.api import request_rows
+from tests.support.deploy import Service, get
+from tests.support.metrics import parse, value
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_two_workers_add_up(tmp_path: Path) -> None:
         assert all(c > 0 for c in per_worker.values()), f"one worker served all: {per_worker}"
         assert sum(per_worker.values()) == sent
 
-        status, text = _get(service.port, "/metrics")
+        status, text = get(service.port, "/metrics")
         assert status == 200
         samples, _ = parse(text.decode())
         total = value(

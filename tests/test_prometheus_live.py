@@ -23,10 +23,12 @@ from typing import Any
 
 import pytest
 import yaml
-from api_support import request_rows
-from deploy_support import DEPLOY, ServiceProcess, free_port, http_get, system_tool
 from prometheus_client.parser import text_string_to_metric_families
-from promql_support import dashboard_queries
+
+from tests.support import DEPLOY, free_port
+from tests.support.api import request_rows
+from tests.support.deploy import ServiceProcess, http_get, system_tool
+from tests.support.promql import dashboard_queries
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,7 @@ from model_export.evaluation.scoring import DURATION_GROUPS, Scored, duration_gr
 from model_export.evaluation.tables import best_of, verdicts
 from model_export.export.runs import write_baseline
 from model_export.training.config import BaselineConfig
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def test_duration_groups_cover_every_row() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,64 +19,13 @@ from typing import Any
 
 import orjson
 import pytest
-from api_support import MODELS, ROOT, request_rows
 
 from service.runtime.repository import discover
+from tests.support import MODELS, ROOT
+from tests.support.api import request_rows
+from tests.support.deploy import Service, get
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-class Service:
-    """A ``python -m service`` child process with its output captured for diagnosis."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        command = [sys.executable, "-m", "service", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--model-repository", str(MODELS), *args]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, "WATCHTIME_INTRA_OP_THREADS": "1", **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.output = b""
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited early:\n{self.finish()}")
-            try:
-                if _get(self.port, "/readyz", timeout=1.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not ready after {timeout} s:\n{self.finish()}")
-
-    def finish(self, timeout: float = 60.0) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.output += out
-        return self.output.decode(errors="replace")
 
 
 @pytest.fixture
@@ -105,7 +53,7 @@ ROWS = 5000
 
 def test_start_predict_and_drain_on_sigterm(service: Service) -> None:
     service.wait_ready()
-    assert _get(service.port, "/healthz") == (200, b'{"live":true}')
+    assert get(service.port, "/healthz") == (200, b'{"live":true}')
     features, _ = request_rows(10_000)
     small = orjson.dumps({"features": {k: v[:64] for k, v in features.items()}})
     conn = _send_predict(service.port, small)
@@ -139,7 +87,7 @@ def test_start_predict_and_drain_on_sigterm(service: Service) -> None:
         time.sleep(0.05)
         while time.monotonic() < end:
             try:
-                readiness.append(_get(service.port, "/readyz", timeout=2.0)[0])
+                readiness.append(get(service.port, "/readyz", timeout=2.0)[0])
             except OSError as exc:
                 readiness.append(type(exc).__name__)
             time.sleep(0.02)

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from hostile_support import ROOT, ServiceProcess, predict_body, request, v2_inputs
+
+from tests.support import ROOT
+from tests.support.hostile import ServiceProcess, predict_body, request, v2_inputs
 
 KEYS = ("k3y-one_0123456789abcdef", "second.key~0123456789+/==")
 PROBES = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")

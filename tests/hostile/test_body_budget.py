@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hostile_support import (
+
+from tests.support.hostile import (
     ServiceProcess,
     metric_value,
     peak_rss_bytes,

@@ -16,7 +16,8 @@ import zlib
 import numpy as np
 import orjson
 import pytest
-from hostile_support import (
+
+from tests.support.hostile import (
     ServiceProcess,
     example_columns,
     metric_value,

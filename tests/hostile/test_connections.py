@@ -15,7 +15,8 @@ import socket
 import time
 
 import pytest
-from hostile_support import (
+
+from tests.support.hostile import (
     BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,
     KEEP_ALIVE_S,

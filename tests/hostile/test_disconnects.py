@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
-from hostile_support import (
+
+from tests.support.hostile import (
     ServiceProcess,
     example_columns,
     metric_value,

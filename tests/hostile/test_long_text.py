@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
-from hostile_support import (
+
+from service.protocol.errors import NATIVE, V2, as_service_error
+from tests.support.hostile import (
     ServiceProcess,
     example_columns,
     peak_rss_bytes,
@@ -27,8 +29,6 @@ from hostile_support import (
     v2_binary_body,
     v2_inputs,
 )
-
-from service.protocol.errors import NATIVE, V2, as_service_error
 
 ROWS = 10_000
 ROW = 7_777

@@ -7,7 +7,8 @@ import signal
 import subprocess
 import time
 
-from hostile_support import ROOT, free_port, get
+from tests.support import ROOT, free_port
+from tests.support.hostile import get
 
 
 def _make_env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,9 @@ import hashlib
 import json
 
 import orjson
-from hostile_support import MODELS, ServiceProcess, get
+
+from tests.support import MODELS
+from tests.support.hostile import ServiceProcess, get
 
 
 def _walk_lists(doc: object) -> list[list[object]]:

@@ -29,8 +29,9 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from hostile_support import (
-    ROOT,
+
+from tests.support import ROOT
+from tests.support.hostile import (
     ServiceProcess,
     example_columns,
     peak_rss_bytes,

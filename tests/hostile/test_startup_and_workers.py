@@ -17,10 +17,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hostile_support import MODELS, ServiceProcess, get
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import MODELS
+from tests.support.hostile import ServiceProcess, get
 
 
 def _repository(tmp_path: Path, broken: list[str]) -> Path:

@@ -7,7 +7,8 @@ import threading
 import time
 
 import orjson
-from hostile_support import ServiceProcess, request, scaled, timed_get, v2_inputs
+
+from tests.support.hostile import ServiceProcess, request, scaled, timed_get, v2_inputs
 
 INFER = "/v2/models/egmn/infer"
 

@@ -1,4 +1,5 @@
-"""Locating the real linters and validators the operations tests drive.
+"""Locating the real linters and validators the operations tests drive, and running
+``python -m service`` as a process.
 
 The Python ones come with the ``dev`` extra, so a missing one is an installation error. The
 distribution's ``promtool`` and ``prometheus`` are installed by ``make system-deps``; without
@@ -7,10 +8,10 @@ them the tests skip on a developer's machine and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
+from tests.support import MODELS, ROOT, free_port
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -49,12 +50,6 @@ def system_tool(name: str) -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -75,7 +70,7 @@ class ServiceProcess:
             "WATCHTIME_PORT": str(self.port),
             "WATCHTIME_WORKERS": str(workers),
             "WATCHTIME_INTRA_OP_THREADS": "1",
-            "WATCHTIME_MODEL_REPOSITORY": str(ROOT / "models"),
+            "WATCHTIME_MODEL_REPOSITORY": str(MODELS),
             "WATCHTIME_DEFAULT_MODEL": "egmn",
             "WATCHTIME_LOG_LEVEL": "warning",
         }
@@ -109,3 +104,51 @@ class ServiceProcess:
             self.proc.kill()
             out, _ = self.proc.communicate()
         return out.decode(errors="replace")
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET ``path`` from a local port: the status and the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class Service:
+    """A ``python -m service`` child process with its output captured for diagnosis."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "service", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--model-repository", str(MODELS), *args]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "WATCHTIME_INTRA_OP_THREADS": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.output = b""
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited early:\n{self.finish()}")
+            try:
+                if get(self.port, "/readyz", timeout=1.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service not ready after {timeout} s:\n{self.finish()}")
+
+    def finish(self, timeout: float = 60.0) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.output += out
+        return self.output.decode(errors="replace")

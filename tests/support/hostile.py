@@ -26,9 +26,8 @@ import orjson
 
 from service.manifest import CategoricalFeature, Manifest
 from service.versions import highest_version_dir
+from tests.support import MODELS, ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT / "models"
 FULL = os.environ.get("HOSTILE_SCALE", "") == "full"
 
 
@@ -43,12 +42,6 @@ MAX_CONNECTIONS = scaled(48, 1024)
 HEADER_TIMEOUT_S = 1.5
 BODY_TIMEOUT_S = 2.0
 KEEP_ALIVE_S = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _limit_files(nofile: tuple[int, int]) -> None:

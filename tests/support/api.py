@@ -25,9 +25,8 @@ from service.runtime.features import encode_features
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelRepository, load_repository
 from service.versions import version_dirs
+from tests.support import MODELS
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
 # Every shipped EGMN version, oldest first; a bare name serves the highest (the service's
 # rule), so the default model's reference is the last one.
 EGMN_VERSIONS = [p.name for p in version_dirs(MODELS / "egmn")]
