@@ -62,7 +62,7 @@ $(KSERVE_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-kserve: $(KSERVE_VENV)/.installed
-	WATCHTIME_REQUIRE_KSERVE=1 $(KSERVE_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_api_v2_kserve.py
+	WATCHTIME_REQUIRE_KSERVE=1 $(KSERVE_VENV)/bin/python -m pytest -p no:cacheprovider tests/protocol/test_api_v2_kserve.py
 
 models: $(VENV)/.all
 	$(BIN)/python -m model_export build-all
