@@ -8,14 +8,13 @@ rules whose thresholds were loosened, which must fail: the unit tests pin the th
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support import DEPLOY
-from tests.support.deploy import system_tool
+from tests.support.deploy import Promtool
 
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "alerts_test.yml"
@@ -32,14 +31,8 @@ EXPECTED_ALERTS = {
 }
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [system_tool("promtool"), *args], capture_output=True, text=True, timeout=300
-    )
-
-
-def test_rules_pass_promtool_check() -> None:
-    result = _promtool("check", "rules", str(RULES))
+def test_rules_pass_promtool_check(promtool: Promtool) -> None:
+    result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(EXPECTED_ALERTS)} rules found" in result.stdout
 
@@ -58,8 +51,8 @@ def test_every_alert_is_unit_tested_firing() -> None:
     assert fired == EXPECTED_ALERTS
 
 
-def test_promtool_rule_unit_tests_pass() -> None:
-    result = _promtool("test", "rules", str(RULE_TESTS))
+def test_promtool_rule_unit_tests_pass(promtool: Promtool) -> None:
+    result = promtool("test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -78,12 +71,12 @@ def test_promtool_rule_unit_tests_pass() -> None:
     ],
 )
 def test_unit_tests_catch_a_loosened_threshold(
-    tmp_path: Path, threshold: str, loosened: str
+    promtool: Promtool, tmp_path: Path, threshold: str, loosened: str
 ) -> None:
     text = RULES.read_text()
     assert text.count(threshold) == 1, threshold
     (tmp_path / "tests").mkdir()
     (tmp_path / "alerts.yml").write_text(text.replace(threshold, loosened))
     shutil.copy(RULE_TESTS, tmp_path / "tests" / "alerts_test.yml")
-    result = _promtool("test", "rules", str(tmp_path / "tests" / "alerts_test.yml"))
+    result = promtool("test", "rules", str(tmp_path / "tests" / "alerts_test.yml"))
     assert result.returncode != 0, result.stdout

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import DEPLOY
 from tests.support.api import request_rows
-from tests.support.deploy import ServiceProcess, http_get, system_tool
+from tests.support.deploy import Promtool, ServiceProcess, http_get
 from tests.support.promql import (
     as_rule_file,
     dashboard_queries,
@@ -37,22 +37,19 @@ SCRAPE_SERIES = {"up"}
 
 
 @pytest.fixture(scope="module")
-def exported() -> Iterator[dict[str, set[str]]]:
+def exported(service_process: ServiceProcess) -> Iterator[dict[str, set[str]]]:
     """Sample name -> label names on the /metrics page of a real server after traffic."""
-    service = ServiceProcess(workers=1)
-    try:
-        service.wait_ready()
-        columns, _ = request_rows(64)
-        body = json.dumps({"features": columns}).encode()
-        request = urllib.request.Request(
-            service.url + "/v1/predict", data=body, headers={"content-type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200
-        status, page = http_get(service.url + "/metrics")
-        assert status == 200, page[:500]
-    finally:
-        service.stop()
+    columns, _ = request_rows(64)
+    body = json.dumps({"features": columns}).encode()
+    request = urllib.request.Request(
+        service_process.url + "/v1/predict",
+        data=body,
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    status, page = http_get(service_process.url + "/metrics")
+    assert status == 200, page[:500]
     samples: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(page.decode()):
         for sample in family.samples:
@@ -61,29 +58,24 @@ def exported() -> Iterator[dict[str, set[str]]]:
 
 
 def _promtool_check(
-    tmp_path: Path, queries: list[tuple[str, str]]
+    promtool: Promtool, tmp_path: Path, queries: list[tuple[str, str]]
 ) -> subprocess.CompletedProcess[str]:
     rule_file = tmp_path / "queries.yml"
     rule_file.write_text(as_rule_file(queries))
-    return subprocess.run(
-        [system_tool("promtool"), "check", "rules", str(rule_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return promtool("check", "rules", str(rule_file), timeout=60)
 
 
-def test_every_dashboard_query_parses_as_promql(tmp_path: Path) -> None:
+def test_every_dashboard_query_parses_as_promql(promtool: Promtool, tmp_path: Path) -> None:
     queries = dashboard_queries(DASHBOARD)
     assert len(queries) >= 20
-    result = _promtool_check(tmp_path, queries)
+    result = _promtool_check(promtool, tmp_path, queries)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
 
 
-def test_the_parser_check_rejects_a_broken_query(tmp_path: Path) -> None:
+def test_the_parser_check_rejects_a_broken_query(promtool: Promtool, tmp_path: Path) -> None:
     broken = [("p99", "histogram_quantile(0.99, sum by (le) (rate(watchtime_x_bucket[1m]))")]
-    assert _promtool_check(tmp_path, broken).returncode != 0
+    assert _promtool_check(promtool, tmp_path, broken).returncode != 0
 
 
 def test_name_extraction_on_known_queries() -> None:

@@ -25,7 +25,7 @@ from cloudcoil.models.prometheus_operator.v1 import PodMonitor
 from pydantic import ValidationError
 
 from tests.support import DEPLOY, ROOT
-from tests.support.deploy import system_tool, venv_tool
+from tests.support.deploy import Promtool, venv_tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -160,9 +160,9 @@ def test_compose_checker_rejects_broken_files(tmp_path: Path) -> None:
         assert _compose_config(path).returncode != 0, path.read_text()
 
 
-def test_prometheus_config_in_compose_scrapes_the_service() -> None:
+def test_prometheus_config_in_compose_scrapes_the_service(promtool: Promtool) -> None:
     config_file = DEPLOY / "prometheus" / "prometheus.yml"
-    result = _run(system_tool("promtool"), "check", "config", "--syntax-only", str(config_file))
+    result = promtool("check", "config", "--syntax-only", str(config_file), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load(config_file.read_text())
     targets = config["scrape_configs"][0]["static_configs"][0]["targets"]

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,16 +23,6 @@ from tests.support.deploy import ServiceProcess
 pytestmark = pytest.mark.slow
 
 RUNNER = ROOT / "loadtest" / "run_locust.py"
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[ServiceProcess]:
-    process = ServiceProcess(workers=1)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
 
 
 def _run(url: str, *thresholds: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -55,8 +44,8 @@ def _requests(output: str) -> int:
     return int(match.group(1))
 
 
-def test_short_run_passes_with_no_error(service: ServiceProcess) -> None:
-    code, output = _run(service.url, "--max-p99-ms", "10000", "--max-error-ratio", "0")
+def test_short_run_passes_with_no_error(service_process: ServiceProcess) -> None:
+    code, output = _run(service_process.url, "--max-p99-ms", "10000", "--max-error-ratio", "0")
     assert code == 0, output
     assert "PASSED" in output and "failures 0 " in output
     assert _requests(output) >= 4
@@ -65,18 +54,20 @@ def test_short_run_passes_with_no_error(service: ServiceProcess) -> None:
         assert match and int(match.group(1)) > 0, output
 
 
-def test_impossible_latency_threshold_fails(service: ServiceProcess) -> None:
-    code, output = _run(service.url, "--max-p99-ms", "0.001", "--max-error-ratio", "1")
+def test_impossible_latency_threshold_fails(service_process: ServiceProcess) -> None:
+    code, output = _run(service_process.url, "--max-p99-ms", "0.001", "--max-error-ratio", "1")
     assert code == 1, output
     assert "FAILED: p99" in output and _requests(output) > 0
 
 
-def test_errors_break_the_error_threshold(service: ServiceProcess) -> None:
+def test_errors_break_the_error_threshold(service_process: ServiceProcess) -> None:
     env = {
         "WATCHTIME_LOAD_MODEL": "no-such-model",
         "WATCHTIME_LOAD_MODEL_DIR": str(ROOT / "models" / "egmn" / "1"),
     }
-    code, output = _run(service.url, "--max-p99-ms", "10000", "--max-error-ratio", "0.5", env=env)
+    code, output = _run(
+        service_process.url, "--max-p99-ms", "10000", "--max-error-ratio", "0.5", env=env
+    )
     assert code == 1, output
     assert "FAILED: error ratio 1.0000" in output
 
@@ -94,12 +85,12 @@ def _healthcheck_command() -> list[str]:
     return command
 
 
-def test_image_healthcheck_probes_a_real_server(service: ServiceProcess) -> None:
+def test_image_healthcheck_probes_a_real_server(service_process: ServiceProcess) -> None:
     command = _healthcheck_command()
     assert command[:2] == ["python", "-c"]
     up = subprocess.run(
         [sys.executable, *command[1:]],
-        env={**os.environ, "WATCHTIME_PORT": str(service.port)},
+        env={**os.environ, "WATCHTIME_PORT": str(service_process.port)},
         capture_output=True,
         timeout=30,
     )

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from service.runtime.repository import ModelRepository
-from tests.support.api import AppClient, app_client, request_rows, shipped_repository
+from tests.support.api import AppClient, app_client, request_rows
 from tests.support.metrics import delta, parse, scrape, value
 
 MODEL = "egmn"
@@ -37,11 +37,6 @@ CONTRACT = {
     "watchtime_predicted_watch_time_seconds": ("histogram", {"model"}),
     "watchtime_predicted_quick_skip_prob": ("histogram", {"model"}),
 }
-
-
-@pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    return shipped_repository()
 
 
 @pytest.fixture(scope="module")

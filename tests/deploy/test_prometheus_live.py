@@ -105,18 +105,16 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, Prometheus]]:
-    service = ServiceProcess(workers=1)
-    prometheus = None
+def stack(
+    service_process: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServiceProcess, Prometheus]]:
+    target = f"127.0.0.1:{service_process.port}"
+    prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), target)
     try:
-        service.wait_ready()
-        prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{service.port}")
         prometheus.wait_for('up{job="watchtime"}', lambda v: v == 1)
-        yield service, prometheus
+        yield service_process, prometheus
     finally:
-        if prometheus is not None:
-            prometheus.stop()
-        service.stop()
+        prometheus.stop()
 
 
 def _post(url: str, body: dict[str, Any]) -> float:

@@ -27,16 +27,10 @@ from tests.support.api import (
     app_client,
     chunks,
     request_rows,
-    shipped_repository,
 )
 
 LEVELS = [0.1, 0.5, 0.9]
 INTERVALS = [[0, 3], [3, 10], [10, None]]
-
-
-@pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    return shipped_repository()
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +41,6 @@ def client(repository: ModelRepository) -> Iterator[AppClient]:
 @pytest.fixture(scope="module")
 def small_limits(repository: ModelRepository) -> Iterator[AppClient]:
     yield from app_client(repository, max_request_rows=20, max_body_bytes=32 * 1024)
-
-
-@pytest.fixture(scope="module")
-def reference() -> Reference:
-    return Reference()
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.app import create_app
-from service.config import Settings
 from service.runtime.repository import ModelRepository
-from tests.support import MODELS
 from tests.support.api import (
     EGMN_VERSIONS,
     SERVED_VERSION,
@@ -22,7 +19,6 @@ from tests.support.api import (
     Reference,
     app_client,
     manifest,
-    shipped_repository,
 )
 from tests.support.v2 import (
     LEVELS,
@@ -36,18 +32,8 @@ INTERVALS = [[0, 3], [3, 10], [10, None]]
 
 
 @pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    return shipped_repository()
-
-
-@pytest.fixture(scope="module")
 def client(repository: ModelRepository) -> Iterator[AppClient]:
     yield from app_client(repository, max_request_rows=300)
-
-
-@pytest.fixture(scope="module")
-def reference() -> Reference:
-    return Reference()
 
 
 def binary_body(
@@ -284,14 +270,6 @@ def test_unknown_model_limits_and_framework_errors(client: AppClient) -> None:
 
 
 # ----------------------------------------------------------------------------- Triton client
-
-
-@pytest.fixture(scope="module")
-def live(repository: ModelRepository) -> Iterator[LiveServer]:
-    app = create_app(Settings(model_repository=MODELS), repository, handle_signals=False)
-    server = LiveServer(app)
-    yield server
-    server.stop()
 
 
 def _triton_inputs(http: Any, columns: dict[str, np.ndarray], binary: bool) -> list[Any]:

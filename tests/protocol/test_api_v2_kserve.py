@@ -16,12 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.app import create_app
-from service.config import Settings
-from service.runtime.model import SessionConfig
-from service.runtime.repository import load_repository
-from tests.support import MODELS
-from tests.support.api import AppClient, Reference, client_for
+from service.runtime.repository import ModelRepository
+from tests.support.api import AppClient, Reference, app_client
 from tests.support.v2 import EDGES, check_against_reference, datatype, tensor_columns
 
 if os.environ.get("WATCHTIME_REQUIRE_KSERVE") == "1":
@@ -34,10 +30,8 @@ else:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[AppClient]:
-    repository = load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
-    app = create_app(Settings(model_repository=MODELS), repository, handle_signals=False)
-    yield from client_for(app)
+def client(repository: ModelRepository) -> Iterator[AppClient]:
+    yield from app_client(repository)
 
 
 def _rest_client(client: AppClient) -> Any:

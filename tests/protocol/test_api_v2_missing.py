@@ -10,7 +10,6 @@ places, and of an independent reference.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,30 +18,18 @@ import pandas as pd
 import pytest
 
 from model_export.data import raw_columns
-from service.app import create_app
-from service.config import Settings
-from tests.support import MODELS
 from tests.support.api import (
     LiveServer,
     Reference,
     held_out_day,
     json_columns,
     manifest,
-    shipped_repository,
 )
 
 http = pytest.importorskip("tritonclient.http")
 
 NAMES = ["expected_watch_time_s", "point_s", "std_s", "quick_skip_prob", "quantiles"]
 LEVELS = [0.1, 0.5, 0.9]
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
-    app = create_app(Settings(model_repository=MODELS), shipped_repository(), handle_signals=False)
-    server = LiveServer(app)
-    yield server
-    server.stop()
 
 
 def _rows() -> pd.DataFrame:

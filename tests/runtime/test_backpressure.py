@@ -16,18 +16,13 @@ from service.config import load_settings
 from service.errors import ConfigError
 from service.runtime.repository import ModelRepository
 from tests.support import MODELS
-from tests.support.api import AppClient, app_client, request_rows, shipped_repository
+from tests.support.api import AppClient, app_client, request_rows
 from tests.support.metrics import delta, scrape
 from tests.support.v2 import v2_body
 
 MODEL = "egmn"
 PREDICT = f"/v1/models/{MODEL}/predict"
 INFER = f"/v2/models/{MODEL}/infer"
-
-
-@pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    return shipped_repository()
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,11 @@ from tests.support.api import (
     app_client,
     client_for,
     request_rows,
-    shipped_repository,
 )
 from tests.support.metrics import delta, scrape
 from tests.support.v2 import v2_body
 
 MODEL = "egmn"
-
-
-@pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    return shipped_repository()
 
 
 @pytest.fixture(scope="module")

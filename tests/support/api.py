@@ -22,8 +22,7 @@ from service.config import Settings
 from service.distributions import Distribution, get_family
 from service.manifest import Manifest
 from service.runtime.features import encode_features
-from service.runtime.model import SessionConfig
-from service.runtime.repository import ModelRepository, load_repository
+from service.runtime.repository import ModelRepository
 from service.versions import version_dirs
 from tests.support import MODELS
 
@@ -180,11 +179,6 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def shipped_repository() -> ModelRepository:
-    """The shipped models, loaded once per test module (one onnxruntime thread each)."""
-    return load_repository(MODELS, SessionConfig(intra_op_threads=1), warmup_rows=8)
 
 
 def app_client(repository: ModelRepository, **knobs: Any) -> Iterator[AppClient]:

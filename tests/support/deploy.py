@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ import pytest
 from tests.support import MODELS, ROOT, free_port
 
 VENV_BIN = Path(sys.executable).parent
+
+#: The ``promtool`` fixture: runs promtool with arguments, output captured as text.
+Promtool = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def venv_tool(name: str) -> str:
