@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,9 +20,9 @@ from service.protocol.v2 import codec as v2
 from service.runtime.model import ModelRuntime, SessionConfig
 from service.runtime.prediction import PredictOptions
 from service.versions import highest_version_dir
+from tests.support import MODELS
 
 ROWS = 9
-MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.fixture(scope="module")
