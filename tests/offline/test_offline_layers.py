@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "model_export"
+from tests.support import ROOT
+
+PACKAGE = ROOT / "model_export"
 
 # Layer of each subpackage; a module may import its own subpackage or a lower layer only.
 # The modules directly in the package (the command line: cli, commands, __main__) are "".
