@@ -10,12 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def version_key(version: str) -> int:
+    """The order of versions: numeric, so that version 10 comes after version 9."""
+    return int(version)
+
+
 def version_dirs(model_root: Path) -> list[Path]:
     """``model_root``'s numeric version directories, lowest version first."""
     if not model_root.is_dir():
         return []
     found = [p for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
-    return sorted(found, key=lambda p: int(p.name))
+    return sorted(found, key=lambda p: version_key(p.name))
 
 
 def highest_version_dir(model_root: Path) -> Path | None:

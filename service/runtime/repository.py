@@ -17,17 +17,13 @@ from pathlib import Path
 
 from service.errors import ModelLoadError, UnknownModelError
 from service.runtime.model import ModelRuntime, SessionConfig
-from service.versions import highest_version_dir
+from service.versions import highest_version_dir, version_dirs, version_key
 
 log = logging.getLogger("watchtime.repository")
 
 #: The model ``/v1/predict`` serves when WATCHTIME_DEFAULT_MODEL is unset and it is loaded:
 #: baselines served beside it must not take over the bare route by name order.
 PREFERRED_DEFAULT = "egmn"
-
-
-def _version_key(version: str) -> int:
-    return int(version)
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ class ModelRepository:
     def __iter__(self) -> Iterator[ModelRuntime]:
         for name in sorted(self._models):
             versions = self._models[name]
-            for version in sorted(versions, key=_version_key):
+            for version in sorted(versions, key=version_key):
                 yield versions[version]
 
     def names(self) -> list[str]:
@@ -85,7 +81,7 @@ class ModelRepository:
     def versions(self, name: str) -> list[str]:
         if name not in self._models:
             raise UnknownModelError(name)
-        return sorted(self._models[name], key=_version_key)
+        return sorted(self._models[name], key=version_key)
 
     def get(self, name: str, version: str | None = None) -> ModelRuntime:
         """The model ``name`` at ``version`` (the highest when None); UnknownModelError else."""
@@ -93,7 +89,7 @@ class ModelRepository:
         if versions is None:
             raise UnknownModelError(name)
         if version is None:
-            return versions[max(versions, key=_version_key)]
+            return versions[max(versions, key=version_key)]
         if version not in versions:
             raise UnknownModelError(name, version)
         return versions[version]
@@ -113,12 +109,11 @@ class ModelRepository:
 
 def discover(root: Path) -> list[Path]:
     """Candidate model directories ``root/<name>/<version>/`` with a numeric version."""
-    found = []
-    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for version_dir in sorted(p for p in name_dir.iterdir() if p.is_dir()):
-            if version_dir.name.isdigit():
-                found.append(version_dir)
-    return found
+    return [
+        v
+        for name_dir in sorted(p for p in root.iterdir() if p.is_dir())
+        for v in version_dirs(name_dir)
+    ]
 
 
 def latest_version_dir(root: Path, name: str) -> Path:
