@@ -269,15 +269,22 @@ HIST_CASES = [
 ]
 
 
+def check_on_grid(d: Distribution, cdf: Cdf, ts: Arr, grid: Arr) -> tuple[float, float]:
+    """A bucket family against its reference CDF: values, and mean and variance integrated
+    over the reference's pieces (knots at ``grid``); the reference's mean and variance."""
+    check_against(d, cdf, 0.0, ts, hi=float(grid[-1]))
+    mean, var = ref_mean_var(lambda t: 1.0 - cdf(t), list(grid))
+    assert d.mean()[0] == pytest.approx(mean, rel=1e-9)
+    assert d.variance()[0] == pytest.approx(var, rel=1e-8)
+    return mean, var
+
+
 @pytest.mark.parametrize(("probs", "edges"), HIST_CASES)
 def test_histogram_vs_reference(probs: Arr, edges: Arr) -> None:
     d = Histogram(probs=probs[None, :], edges=edges)
     cdf = histogram_reference(probs, edges)
     ts = np.array([0.0, 0.3, 1.0, 1.2, 2.5, 4.0, 10.0, 100.0])
-    check_against(d, cdf, 0.0, ts, hi=float(edges[-1]))
-    mean, var = ref_mean_var(lambda t: 1.0 - cdf(t), list(edges))
-    assert d.mean()[0] == pytest.approx(mean, rel=1e-9)
-    assert d.variance()[0] == pytest.approx(var, rel=1e-8)
+    mean, var = check_on_grid(d, cdf, ts, edges)
     mid = (edges[:-1] + edges[1:]) / 2
     assert d.point()[0] == pytest.approx(float(probs @ mid / probs.sum()), rel=1e-14)
     # Monte Carlo: pick a bucket, then a uniform inside or the exponential tail.
@@ -381,10 +388,7 @@ def test_survival_vs_reference(thresholds: Arr, sf: Arr) -> None:
     d = Survival(thresholds=thresholds, sf=sf[None, :])
     cdf = survival_reference(thresholds, sf)
     ts = np.array([0.0, 0.5, 1.0, 2.5, 4.0, 8.0, 20.0, 100.0])
-    check_against(d, cdf, 0.0, ts, hi=float(thresholds[-1]))
-    mean, var = ref_mean_var(lambda t: 1.0 - cdf(t), list(thresholds))
-    assert d.mean()[0] == pytest.approx(mean, rel=1e-9)
-    assert d.variance()[0] == pytest.approx(var, rel=1e-8)
+    mean, var = check_on_grid(d, cdf, ts, thresholds)
     # Monte Carlo by inverting the reference survival curve on uniforms, piece by piece.
     u = np.random.default_rng(6).random(N_MC)
     s = np.minimum.accumulate(sf)

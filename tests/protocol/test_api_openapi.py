@@ -143,15 +143,19 @@ def _valid_features() -> dict[str, list[Any]]:
 
 
 FEATURES = _valid_features()
-COLUMNS = sorted(FEATURES)
 
-
-@settings(
+#: the settings of every property test here: no deadline (each example is a request), no
+#: example database (the tests must not write into the checkout)
+FUZZ = settings(
     max_examples=examples(150),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,
 )
+COLUMNS = sorted(FEATURES)
+
+
+@FUZZ
 @given(
     column=st.sampled_from(COLUMNS),
     values=st.lists(json_values, min_size=0, max_size=5) | json_values,
@@ -195,12 +199,7 @@ V2_INPUTS = [
 ]
 
 
-@settings(
-    max_examples=examples(150),
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
+@FUZZ
 @given(
     index=st.integers(0, len(V2_INPUTS) - 1),
     key=st.sampled_from(["shape", "datatype", "data", "parameters", "name"]),

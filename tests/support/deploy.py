@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MODELS, ROOT, free_port
+from tests.support import MODELS, ROOT, free_port, wait_until_ready
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -87,17 +86,7 @@ class ServiceProcess:
         )
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited early:\n{self.stop()}")
-            try:
-                if http_get(self.url + "/readyz", timeout=1.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"service not ready after {timeout} s:\n{self.stop()}")
+        wait_until_ready(self.proc, self.port, timeout, self.stop)
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -138,17 +127,7 @@ class Service:
         self.output = b""
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited early:\n{self.finish()}")
-            try:
-                if get(self.port, "/readyz", timeout=1.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not ready after {timeout} s:\n{self.finish()}")
+        wait_until_ready(self.proc, self.port, timeout, self.finish)
 
     def finish(self, timeout: float = 60.0) -> str:
         if self.proc.poll() is None:

@@ -26,7 +26,7 @@ import orjson
 
 from service.manifest import CategoricalFeature, Manifest
 from service.versions import highest_version_dir
-from tests.support import MODELS, ROOT, free_port
+from tests.support import MODELS, ROOT, free_port, wait_until_ready
 
 FULL = os.environ.get("HOSTILE_SCALE", "") == "full"
 
@@ -90,17 +90,7 @@ class ServiceProcess:
         return Path(self._log.name).read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited early:\n{self.output()}")
-            try:
-                if get(self.port, "/readyz", timeout=1.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not ready after {timeout} s:\n{self.output()}")
+        wait_until_ready(self.proc, self.port, timeout, self.output)
 
     def wait_exit(self, timeout: float) -> int:
         """The exit status once the process ends by itself within ``timeout`` seconds."""
