@@ -13,7 +13,9 @@ from starlette.responses import Response
 
 from service.dataplane import DataPlane
 from service.errors import InvalidInput
+from service.protocol.errors import ErrorStyle
 from service.protocol.http import HttpRequest, Reply
+from service.protocol.schemas import ErrorBody
 from service.runtime.model import ModelRuntime
 from service.runtime.repository import ModelRepository
 from service.runtime.state import ServiceState
@@ -67,6 +69,25 @@ async def documented_route(
     finally:
         held.release()
     return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
+
+
+_DESCRIBED = {
+    "unknown_model": "unknown model",
+    "too_large": "body or row count over the limit",
+    "queue_full": "queue full: retry after Retry-After seconds",
+    "not_ready": "models not loaded yet",
+}
+
+
+def documented_errors(style: ErrorStyle, invalid: str, deadline: str) -> dict[int | str, Any]:
+    """The error responses the OpenAPI document lists for a route, at the statuses of the
+    protocol's own table (so the document cannot drift from what is answered)."""
+    described = {"invalid_input": invalid, **_DESCRIBED, "deadline_exceeded": deadline}
+    found = {
+        style.statuses[code]: {"model": ErrorBody, "description": text}
+        for code, text in described.items()
+    }
+    return dict(sorted(found.items()))
 
 
 def json_response(content: Any, status: int = 200) -> Response:

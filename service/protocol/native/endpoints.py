@@ -18,6 +18,7 @@ from starlette.responses import Response
 from service.dataplane import DataPlane
 from service.protocol.common import (
     Version,
+    documented_errors,
     documented_route,
     json_response,
     resolve,
@@ -30,7 +31,6 @@ from service.protocol.http import HttpRequest, Reply
 from service.protocol.manifest_view import published_manifest
 from service.protocol.native.codec import decode_request, encode_response
 from service.protocol.schemas import (
-    ErrorBody,
     HealthBody,
     ModelList,
     PredictResponse,
@@ -50,14 +50,11 @@ def model_summary(model: ModelRuntime, default: bool) -> dict[str, Any]:
     return summary
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "unknown model"},
-    413: {"model": ErrorBody, "description": "body or row count over the limit"},
-    422: {"model": ErrorBody, "description": "malformed or invalid input: field and row named"},
-    429: {"model": ErrorBody, "description": "queue full: retry after Retry-After seconds"},
-    503: {"model": ErrorBody, "description": "models not loaded yet"},
-    504: {"model": ErrorBody, "description": "deadline (X-Request-Timeout-Ms) passed in queue"},
-}
+ERRORS = documented_errors(
+    NATIVE,
+    invalid="malformed or invalid input: field and row named",
+    deadline="deadline (X-Request-Timeout-Ms) passed in queue",
+)
 
 router = APIRouter()
 

@@ -13,6 +13,7 @@ from service.dataplane import DataPlane
 from service.protocol.common import (
     SERVER_VERSION,
     Version,
+    documented_errors,
     documented_route,
     json_response,
     resolve,
@@ -22,7 +23,7 @@ from service.protocol.common import (
 )
 from service.protocol.errors import V2, as_service_error
 from service.protocol.http import HttpRequest, Reply
-from service.protocol.schemas import ErrorBody, v2_request_body
+from service.protocol.schemas import v2_request_body
 from service.protocol.v2.codec import (
     BASE_OUTPUTS,
     HEADER_LENGTH,
@@ -162,14 +163,11 @@ async def _documented_infer(request: Request, name: str, version: str | None) ->
     return await documented_route(serve_infer, request, name, version)
 
 
-V2_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": 'invalid input (v2 body: {"error": ...})'},
-    404: {"model": ErrorBody, "description": "unknown model"},
-    413: {"model": ErrorBody, "description": "body or row count over the limit"},
-    429: {"model": ErrorBody, "description": "queue full: retry after Retry-After seconds"},
-    503: {"model": ErrorBody, "description": "models not loaded yet"},
-    504: {"model": ErrorBody, "description": "deadline (timeout parameter) passed in queue"},
-}
+V2_ERRORS = documented_errors(
+    V2,
+    invalid='invalid input (v2 body: {"error": ...})',
+    deadline="deadline (timeout parameter) passed in queue",
+)
 
 INFER_DOC: dict[str, Any] = {"openapi_extra": v2_request_body(), "responses": V2_ERRORS}
 
