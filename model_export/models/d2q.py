@@ -169,6 +169,7 @@ class DurationQuantile(BaselineModel):
         self.duration_column = duration_column
         self.missing_column = missing_column
         self.median_index = list(levels).index(0.5)
+        self.nominal_levels = [float(v) for v in levels]
 
     def group_of(self, numeric: torch.Tensor) -> torch.Tensor:
         """Each row's duration group (0 = unknown), as a float column (n,)."""
@@ -230,7 +231,7 @@ class DurationQuantile(BaselineModel):
 
     def extras(self) -> dict[str, float | str | list[float]]:
         return {
-            "levels": [float(v) for v in self.levels],  # type: ignore[union-attr]
+            "levels": self.nominal_levels,
             "n_duration_groups": float(self.table_s.shape[0]),  # type: ignore[union-attr, index]
             "table_points": float(TABLE_POINTS),
             "loss": "mean pinball loss of the within-group level at each head's level",
