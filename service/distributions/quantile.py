@@ -49,7 +49,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from service.distributions.arrays import FloatArray, IntArray
+from service.distributions.arrays import FloatArray, IntArray, gather_rows
 from service.distributions.base import Distribution
 from service.distributions.cache import cached, cached_rows
 from service.distributions.constraints import Constraint, nonnegative
@@ -65,14 +65,6 @@ nonnegative_nondecreasing = Constraint(
     "be >= 0 and non-decreasing",
     lambda v: bool((v >= 0).all() and (np.diff(v, axis=-1) >= 0).all()),
 )
-
-
-def _gather(values: FloatArray, index: IntArray) -> FloatArray:
-    """``values[row, index[row, i]]`` with rows broadcast between (1, .) and (n, .)."""
-    rows = max(values.shape[0], index.shape[0])
-    v = np.broadcast_to(values, (rows, values.shape[1]))
-    i = np.broadcast_to(index, (rows, index.shape[1]))
-    return np.take_along_axis(v, i, axis=1)
 
 
 class Quantile(Distribution):
@@ -117,7 +109,7 @@ class Quantile(Distribution):
         lv = np.broadcast_to(self._levels, v.shape)
         top = v[:, -1:]
         j = (v < top).sum(axis=1, keepdims=True) - 1  # the last knot below v_K (v_0 = 0 is)
-        slope = (top - _gather(v, j)) / (lv[:, -1:] - _gather(lv, j))
+        slope = (top - gather_rows(v, j)) / (lv[:, -1:] - gather_rows(lv, j))
         return ((1.0 - lv[:, -1:]) * slope)[:, 0]
 
     def params(self) -> dict[str, FloatArray]:
@@ -134,7 +126,7 @@ class Quantile(Distribution):
     def atom(self) -> FloatArray:
         """``tau_m`` of the last knot whose value is 0 (``tau_0 = 0``: no atom)."""
         m = (self.knots <= 0).sum(axis=1, keepdims=True) - 1
-        return _gather(self._levels, m)[:, 0]
+        return gather_rows(self._levels, m)[:, 0]
 
     # ----- moments ------------------------------------------------------------------------
 
@@ -175,10 +167,10 @@ class Quantile(Distribution):
         nxt = np.minimum(j + 1, k)
         lv = self._levels
         return (
-            _gather(lv, j),
-            _gather(self.knots, j),
-            _gather(lv, nxt),
-            _gather(self.knots, nxt),
+            gather_rows(lv, j),
+            gather_rows(self.knots, j),
+            gather_rows(lv, nxt),
+            gather_rows(self.knots, nxt),
             j == k,
         )
 
@@ -213,8 +205,8 @@ class Quantile(Distribution):
             j = (lv[:, None, 1:] <= q[:, :, None]).sum(axis=2).astype(np.intp)
         j = np.minimum(j, k)
         nxt = np.minimum(j + 1, k)
-        tau_a, tau_b = _gather(lv, j), _gather(lv, nxt)
-        a, b = _gather(self.knots, j), _gather(self.knots, nxt)
+        tau_a, tau_b = gather_rows(lv, j), gather_rows(lv, nxt)
+        a, b = gather_rows(self.knots, j), gather_rows(self.knots, nxt)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             frac = np.where(tau_b > tau_a, (q - tau_a) / (tau_b - tau_a), 0.0)
             inner = a + (b - a) * np.clip(frac, 0.0, 1.0)

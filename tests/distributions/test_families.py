@@ -288,6 +288,17 @@ def check_on_grid(d: Distribution, cdf: Cdf, ts: Arr, grid: Arr) -> tuple[float,
     return mean, var
 
 
+def assert_grids_agree(
+    shared: Distribution, per_row: Distribution, rng: np.random.Generator
+) -> None:
+    """A family's shared grid and the same grid repeated per row give identical answers."""
+    t = rng.uniform(0, 25, (shared.n, 4))
+    levels = np.concatenate([[0.0, 1.0], rng.uniform(0, 1, 5)])
+    np.testing.assert_array_equal(shared.cdf(t), per_row.cdf(t))
+    np.testing.assert_array_equal(shared.icdf(levels), per_row.icdf(levels))
+    np.testing.assert_array_equal(shared.mean(), per_row.mean())
+
+
 @pytest.mark.parametrize(("probs", "edges"), HIST_CASES)
 def test_histogram_vs_reference(probs: Arr, edges: Arr) -> None:
     d = Histogram(probs=probs[None, :], edges=edges)
@@ -419,11 +430,8 @@ def test_survival_shared_and_per_row_thresholds_agree() -> None:
     thr = np.cumsum(rng.uniform(0.5, 4.0, m))
     shared = Survival(thresholds=thr, sf=sf)
     per_row = Survival(thresholds=np.tile(thr, (n, 1)), sf=sf)
+    assert_grids_agree(shared, per_row, rng)
     t = rng.uniform(0, 25, (n, 4))
-    levels = rng.uniform(0, 1, 5)
-    np.testing.assert_array_equal(shared.cdf(t), per_row.cdf(t))
-    np.testing.assert_array_equal(shared.icdf(levels), per_row.icdf(levels))
-    np.testing.assert_array_equal(shared.mean(), per_row.mean())
     assert shared.params()["thresholds"].shape == (m,)
     assert per_row.params()["thresholds"].shape == (n, m)
     for i in range(n):
@@ -609,11 +617,7 @@ def test_quantile_point_shared_and_per_row_levels() -> None:
     values = np.cumsum(rng.uniform(0.0, 5.0, (n, 5)), axis=1) + 0.01
     shared = Quantile(levels=levels, values=values)
     per_row = Quantile(levels=np.tile(levels, (n, 1)), values=values)
-    t = rng.uniform(0, 25, (n, 4))
-    q = rng.uniform(0, 1, 5)
-    np.testing.assert_array_equal(shared.cdf(t), per_row.cdf(t))
-    np.testing.assert_array_equal(shared.icdf(q), per_row.icdf(q))
-    np.testing.assert_array_equal(shared.mean(), per_row.mean())
+    assert_grids_agree(shared, per_row, rng)
     # The optional point is served as given; absent, the point is the mean.
     with_point = Quantile(levels=levels, values=values, point=values[:, 2])
     np.testing.assert_array_equal(with_point.point(), values[:, 2])
