@@ -27,6 +27,7 @@ from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
 from model_export.training.config import BaselineConfig, TrainConfig
 from model_export.training.egmn import EGMNRun
 from service.manifest import Manifest
+from service.versions import highest_version_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def _d2q_run(runs_dir: Path, data_dir: Path, quiet: bool) -> BaselineRun:
-    """D2Q's saved run, or a fresh one (it is not exported, so the report may need to train it)."""
+    """D2Q's saved run, or a fresh one: the report scores it from its run when
+    ``models/d2q`` holds no version."""
     path = runs_dir / "d2q" / CHECKPOINT
     if path.exists():
         return load_run(path, BaselineRun)
@@ -144,7 +146,7 @@ def report(
     from model_export.evaluation import report as evaluation
 
     split = split_by_day(load_joined(args.data_dir))
-    if d2q is None:
+    if d2q is None and highest_version_dir(args.models_dir / "d2q") is None:
         d2q = _d2q_run(args.runs_dir, args.data_dir, args.quiet)
     inputs = evaluation.collect(args.models_dir, split, d2q)
     path = evaluation.write_report(args.reports_dir, inputs, args.models_dir, build_seconds=build_s)
@@ -153,7 +155,7 @@ def report(
 
 
 def build_all(args: argparse.Namespace) -> None:
-    """Every shipped model (EGMN, then each served baseline), D2Q's run, and both reports."""
+    """Every shipped model (EGMN, then each served baseline) and both reports."""
     start = time.perf_counter()
     prepared = prepare(args.data_dir)
     baseline = baseline_metrics(prepared)
@@ -187,10 +189,10 @@ def build_all(args: argparse.Namespace) -> None:
         target = args.models_dir / name / "1"
         _write_baseline(run, target, "1", {REFERENCE: baseline})
         print(f"wrote {target}: {name} in {run.seconds:.0f} s")
-    d2q = run_baseline(prepared, BaselineConfig(model="d2q"), progress=progress)
-    save_run(d2q, args.runs_dir / "d2q" / CHECKPOINT)
+        if name == "d2q":  # the tuning report's validation-day row reads its run
+            save_run(run, args.runs_dir / "d2q" / CHECKPOINT)
     del prepared
-    report(args, d2q=d2q, build_s=time.perf_counter() - start)
+    report(args, build_s=time.perf_counter() - start)
     print(f"build-all took {time.perf_counter() - start:.0f} s")
 
 

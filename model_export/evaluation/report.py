@@ -2,8 +2,8 @@
 
 ``python -m model_export report`` scores each shipped model directory through the serving
 path (manifest -> numpy features -> onnxruntime -> the family's numpy post-processor), so
-the figures are those of what the service serves, and D2Q (no served family) from its
-checkpoint (:mod:`model_export.evaluation.scoring`). It writes ``reports/evaluation.md``,
+the figures are those of what the service serves (D2Q from its checkpoint when it has no
+model directory, :mod:`model_export.evaluation.scoring`). It writes ``reports/evaluation.md``,
 ``reports/evaluation.json`` and three PNG plots (:mod:`model_export.evaluation.plots`).
 Nothing here is fitted: the test day is only scored.
 """
@@ -155,20 +155,19 @@ def collect(
     names: Sequence[str] = REPORT_ORDER,
     measure_speed: bool = True,
 ) -> Inputs:
-    """Score each model's served directory (``models_dir/<name>/<highest version>``) and D2Q."""
+    """Score each model's served directory (``models_dir/<name>/<highest version>``); D2Q from
+    its run ``d2q`` when it has no directory."""
     test = split.test
     y = labels(test)
     duration = test["duration_ms"].to_numpy(dtype=np.float64)
     group = duration_group(duration)
     models: list[Scored] = []
     for name in names:
-        if name == "d2q":
-            if d2q is not None:
-                models.append(score_d2q(d2q, split))
-            continue
         model_dir = highest_version_dir(models_dir / name)
         if model_dir is not None and (model_dir / "manifest.json").exists():
             models.append(score_exported(model_dir, test, measure_speed=measure_speed))
+        elif name == "d2q" and d2q is not None:
+            models.append(score_d2q(d2q, split))
     for m in models:
         score(m, y, group)
     reference = evaluate_point(per_video_median(split.train, test), y)

@@ -44,8 +44,10 @@ MODELS_TEXT = """\
   floor so that no segment holds zero mass). Point: the restored mean.
 - **d2q** (duration-deconfounded quantile): 30 equal-frequency duration groups of the
   training days (+ one for unknown durations); target = the label's mid-rank level among its
-  group's training labels; MSE on a sigmoid output; prediction mapped back through the
-  group's training quantile function. No density: point metrics only, and not served.
+  group's training labels; 19 heads predict its quantiles at levels 0.05..0.95 (pinball
+  loss; rising by construction: cumulated softplus increments of the logits), each mapped
+  back through the group's training quantile function (tabulated at 1,001 levels, in the
+  graph); served as `quantile`. Point: the group's quantile at the predicted median level.
 """
 
 METRICS_TEXT = """\

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from model_export.data.prepared import Prepared
-from model_export.evaluation.metrics import METRIC_NOTES, evaluate_distribution, evaluate_point
+from model_export.evaluation.metrics import METRIC_NOTES, evaluate_distribution
 from model_export.training.baselines import (
     BaselineRun,
     baseline_distribution,
-    d2q_point,
     fit_baseline,
 )
 from model_export.training.config import BaselineConfig, TrainConfig
@@ -55,11 +52,8 @@ def run_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = Tr
 
 
 def evaluate_run(run: BaselineRun, prepared: Prepared) -> dict[str, float]:
-    """Test-day figures of a run (point metrics only for D2Q)."""
+    """Test-day figures of a run, through its served family."""
     y = prepared.test.y.double().numpy()
-    if run.model.family is None:
-        d = prepared.split.test["duration_ms"].to_numpy(dtype=np.float64)
-        return evaluate_point(d2q_point(run, prepared.test, d), y)
     return evaluate_distribution(baseline_distribution(run, prepared.test), y)
 
 

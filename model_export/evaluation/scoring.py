@@ -1,5 +1,6 @@
 """Every model side by side on the test day: a model directory scored through the serving
-path, D2Q from its run, and the figures overall, by video duration and by label range.
+path (or a baseline from its run, when it has no directory), and the figures overall, by
+video duration and by label range.
 
 Nothing here is fitted: the test day is only scored.
 """
@@ -27,7 +28,7 @@ from model_export.evaluation.metrics import (
     xauc,
 )
 from model_export.evaluation.served import load_served, served_distribution
-from model_export.training.baselines import BaselineRun, d2q_point
+from model_export.training.baselines import BaselineRun, baseline_distribution
 from service.distributions import Distribution
 from service.runtime.model import SessionConfig
 
@@ -159,17 +160,16 @@ def score_exported(
 
 
 def score_d2q(run: BaselineRun, split: Split) -> Scored:
-    """D2Q's point predictions on the test day (torch; it has no exported graph)."""
-    enc = encode(run.fitted, split.test)
-    point = d2q_point(run, enc, split.test["duration_ms"].to_numpy(dtype=np.float64))
+    """D2Q on the test day from its run (torch), for a report without its model directory."""
+    dist = baseline_distribution(run, encode(run.fitted, split.test))
     return Scored(
         name="d2q",
-        family=None,
-        dist=None,
-        point=point,
+        family=run.model.family,
+        dist=dist,
+        point=dist.point(),
         train_seconds=run.seconds,
         train_cpu_seconds=run.cpu_seconds,
-        description="Duration-deconfounded quantile regression (offline only)",
+        description="Duration-deconfounded quantile regression, served as a quantile function",
     )
 
 

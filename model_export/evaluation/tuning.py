@@ -29,7 +29,7 @@ from model_export.data.kuairand import Split, labels, raw_columns
 from model_export.data.prepared import Encoded, Prepared, encode
 from model_export.evaluation.metrics import evaluate_distribution, evaluate_point
 from model_export.evaluation.served import load_served, served_distribution
-from model_export.training.baselines import BaselineRun, d2q_point
+from model_export.training.baselines import BaselineRun, baseline_distribution
 from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
 from model_export.training.config import TrainConfig
 from model_export.training.egmn import EGMNRun, fit_calibration, fit_egmn, predict_distribution
@@ -169,11 +169,11 @@ def set_threads() -> None:
 
 
 def score_d2q_validation(run_path: Path, prepared_split: Split) -> dict[str, float]:
-    """D2Q's point figures on the second half of the validation day (it has no density)."""
+    """D2Q's point figures on the second half of the validation day."""
     run = load_run(run_path, BaselineRun)
     _, second = halves(len(prepared_split.validation))
     part = prepared_split.validation.iloc[second].reset_index(drop=True)
-    point = d2q_point(run, encode(run.fitted, part), part["duration_ms"].to_numpy(np.float64))
+    point = baseline_distribution(run, encode(run.fitted, part)).point()
     return evaluate_point(point, labels(part))
 
 

@@ -20,6 +20,8 @@ BASELINE_DESCRIPTIONS = {
     "ziln": "Zero-inflated lognormal likelihood (atom at 0 + lognormal)",
     "softmax": "Bucket classification over exponentially growing buckets, served as a histogram",
     "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
+    "d2q": "D2Q: pinball quantiles of the level within the duration group, mapped back to "
+    "seconds through the group's quantile function; served as a quantile function",
 }
 
 

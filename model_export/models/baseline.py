@@ -17,8 +17,9 @@ Each head is a module of its own beside this one:
   point the bucket-midpoint mean.
 - ``cread``: M logits, BCE at adaptive split points + monotonicity penalty + Huber on the
   restored mean; ``survival``; point the restored mean.
-- ``d2q``: 1 output, MSE on the quantile level within the duration group; no family
-  (offline point metrics only); point the group's quantile at the predicted level.
+- ``d2q``: K outputs, pinball loss on the quantile level within the duration group at K
+  levels; ``quantile`` (each level through the group's quantile function); point the
+  group's quantile at the predicted median level.
 
 Every head's served parameters carry a leading batch axis, shared constants (bucket edges,
 thresholds, the fitted spread) included: a batcher may then split any output by rows.

@@ -10,10 +10,10 @@ from model_export.models.vr import ValueRegression
 from model_export.models.wlr import WeightedLogistic
 from model_export.models.ziln import ZeroInflatedLognormal
 
-SERVED = ("vr", "wlr", "ziln", "softmax", "cread")
+SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2q")
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 
-OFFLINE = ("d2q",)
+OFFLINE: tuple[str, ...] = ()
 """Baselines with no density of their own: point metrics only, not exported."""
 
 ALL = (*SERVED, *OFFLINE)

@@ -41,7 +41,24 @@ from model_export.training.loop import (
     served_params,
 )
 from service.distributions import Distribution, get_family
-from service.manifest import TrainingWindow
+from service.manifest import NumericFeature, TrainingWindow
+from service.runtime.features import encode_numeric
+
+
+def d2q_inputs(fitted: FittedFeatures, groups: DurationGroups) -> dict[str, object]:
+    """What D2Q's graph needs to find a row's duration group: the encoded ``duration_ms``
+    column and its missing indicator in the numeric tensor, and the cuts encoded exactly as
+    the service encodes a duration (then float32, as the tensor carries them)."""
+    spec = next(f for f in fitted.features if f.name == "duration_ms")
+    assert isinstance(spec, NumericFeature)
+    columns = fitted.inputs[1].columns
+    z, _ = encode_numeric(spec, groups.cuts)
+    return {
+        "table": groups.table(),
+        "cuts_z": z.astype(np.float32).tolist(),
+        "duration_column": columns.index(spec.name),
+        "missing_column": columns.index(spec.indicator_name) if spec.missing_indicator else None,
+    }
 
 
 def build_model(
@@ -49,10 +66,12 @@ def build_model(
     fitted: FittedFeatures,
     train_y: np.ndarray,
     thresholds_s: list[float] | None = None,
+    groups: DurationGroups | None = None,
 ) -> BaselineModel:
     """The untrained baseline, its head constants fitted on the training labels.
 
-    ``thresholds_s`` overrides CREAD's split points (a checkpoint carries its own).
+    ``thresholds_s`` overrides CREAD's split points (a checkpoint carries its own); D2Q needs
+    its duration ``groups`` (fitted on the training days, or a checkpoint's).
     """
     if config.model not in BASELINES:
         raise ValueError(f"unknown baseline {config.model!r}; known: {sorted(BASELINES)}")
@@ -79,6 +98,10 @@ def build_model(
             huber_delta=config.huber_delta,
             **common,
         )
+    if config.model == "d2q":
+        if groups is None:
+            raise ValueError("d2q needs its duration groups")
+        return DurationQuantile(cards, width, **d2q_inputs(fitted, groups), **common)  # type: ignore[arg-type]
     return BASELINES[config.model](cards, width, **common)
 
 
@@ -157,27 +180,20 @@ def baseline_distribution(run: BaselineRun, data: Encoded) -> Distribution:
     return get_family(run.model.family).from_params(params)
 
 
-def d2q_point(run: BaselineRun, data: Encoded, duration_ms: np.ndarray) -> np.ndarray:
-    """D2Q's prediction in seconds: the predicted level through the row's group quantiles."""
-    assert isinstance(run.model, DurationQuantile) and run.groups is not None
-    with torch.no_grad():
-        level = run.model.level(predict_raw(run.model, data)).double().numpy()
-    return run.groups.quantile(level, run.groups.group(duration_ms))
-
-
 def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = True) -> BaselineRun:
     """Fit head constants and network, then post-fit on the validation day (not the test day)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     split = prepared.split
     y_train = prepared.train.y.double().numpy()
-    seed_everything(config.seed, config.num_threads)
-    model = build_model(config, prepared.fitted, y_train)
-    scale = config.label_scale
     groups: DurationGroups | None = None
     if config.model == "d2q":
         groups = DurationGroups.fit(
             split.train["duration_ms"].to_numpy(dtype=np.float64), y_train, config.n_duration_groups
         )
+    seed_everything(config.seed, config.num_threads)
+    model = build_model(config, prepared.fitted, y_train, groups=groups)
+    scale = config.label_scale
+    if groups is not None:
 
         def targets(df: pd.DataFrame, enc: Encoded) -> torch.Tensor:
             assert groups is not None

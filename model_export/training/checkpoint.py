@@ -97,7 +97,8 @@ def _baseline_run(ck: dict[str, Any], fitted: FittedFeatures) -> BaselineRun:
     state = ck["model"]
     # Head constants are buffers; CREAD's count sizes its head, so it comes from the state.
     thresholds = state["thresholds_s"].tolist() if "thresholds_s" in state else None
-    model = build_model(config, fitted, np.zeros(1), thresholds_s=thresholds)
+    groups = None if ck["groups"] is None else DurationGroups.from_state(ck["groups"])
+    model = build_model(config, fitted, np.zeros(1), thresholds_s=thresholds, groups=groups)
     model.load_state_dict(state)
     model.eval()
     return BaselineRun(
@@ -106,7 +107,7 @@ def _baseline_run(ck: dict[str, Any], fitted: FittedFeatures) -> BaselineRun:
         window=TrainingWindow.model_validate(ck["window"]),
         model=model,
         history=History.from_state(ck["history"]),
-        groups=None if ck["groups"] is None else DurationGroups.from_state(ck["groups"]),
+        groups=groups,
         metrics=ck["metrics"],
         seconds=float(ck["seconds"]),
         cpu_seconds=float(ck.get("cpu_seconds", 0.0)),

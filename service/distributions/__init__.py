@@ -13,11 +13,12 @@ from service.distributions.exponential import Exponential
 from service.distributions.histogram import Histogram
 from service.distributions.normal import Normal
 from service.distributions.params import Arg, Param, ParameterError
+from service.distributions.quantile import Quantile
 from service.distributions.rootfind import Searchable
 from service.distributions.survival import Survival
 from service.distributions.ziln import ZILN
 
-_CLASSES = (EGM, Normal, Exponential, ZILN, Histogram, Survival)
+_CLASSES = (EGM, Normal, Exponential, ZILN, Histogram, Survival, Quantile)
 FAMILIES: dict[str, type[Distribution]] = {cls.family: cls for cls in _CLASSES}
 # mypy checks here that every family gives the quantile search what it needs.
 _SEARCHABLE: tuple[type[Searchable], ...] = _CLASSES
@@ -43,6 +44,7 @@ __all__ = [
     "Normal",
     "Param",
     "ParameterError",
+    "Quantile",
     "Searchable",
     "Survival",
     "get_family",

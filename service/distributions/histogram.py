@@ -36,19 +36,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from service.distributions.arrays import FloatArray, IntArray
+from service.distributions.arrays import FloatArray, IntArray, gather_rows
 from service.distributions.base import Distribution
 from service.distributions.cache import cached, cached_rows
 from service.distributions.constraints import increasing_from_zero, unnormalised_simplex
 from service.distributions.params import Param, ParameterError
-
-
-def _gather(values: FloatArray, index: IntArray) -> FloatArray:
-    """``values[row, index[row, i]]`` with rows broadcast between (1, .) and (n, .)."""
-    rows = max(values.shape[0], index.shape[0])
-    v = np.broadcast_to(values, (rows, values.shape[1]))
-    i = np.broadcast_to(index, (rows, index.shape[1]))
-    return np.take_along_axis(v, i, axis=1)
 
 
 class Histogram(Distribution):
@@ -150,9 +142,9 @@ class Histogram(Distribution):
     def _locate(self, j: IntArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Per point: mass below bucket ``j``, its mass, its left edge and its width."""
         edges = self._edge_grid()
-        lo = _gather(edges, j)
-        width = _gather(edges, j + 1) - lo
-        return _gather(self.cum, j), _gather(self.mass, j), lo, width
+        lo = gather_rows(edges, j)
+        width = gather_rows(edges, j + 1) - lo
+        return gather_rows(self.cum, j), gather_rows(self.mass, j), lo, width
 
     def cdf_pdf(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         j = self._bucket_of(t)
@@ -160,7 +152,7 @@ class Histogram(Distribution):
         tail = j == self.mass.shape[1] - 1
         x = t - lo
         frac = np.clip(x / width, 0.0, 1.0)
-        inner_cdf = np.minimum(below + mass * frac, _gather(self.cum, j + 1))
+        inner_cdf = np.minimum(below + mass * frac, gather_rows(self.cum, j + 1))
         rate = 2.0 / width
         with np.errstate(under="ignore", over="ignore"):
             decay = np.exp(-rate * x)

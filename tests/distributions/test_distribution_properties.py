@@ -106,6 +106,23 @@ def survival_params(draw: st.DrawFn, n: int) -> Params:
     return {"thresholds": increasing(draw, shape, 0.1, 20.0), "sf": vec(draw, (n, m), 0.0, 1.0)}
 
 
+@st.composite
+def quantile_params(draw: st.DrawFn, n: int) -> Params:
+    k = draw(st.integers(1, 5))
+    shape = (k,) if draw(st.booleans()) else (n, k)
+    # Levels: cumulated positive gaps scaled into (0, 1), the last gap left above 1.
+    gaps = vec(draw, (*shape[:-1], k + 1), 0.05, 1.0)
+    levels = np.cumsum(gaps, axis=-1)[..., :k] / gaps.sum(axis=-1, keepdims=True)
+    # Values: cumulated positive gaps, the first few possibly 0 (an atom at 0). Equal values
+    # above 0 (atoms there, where cdf(icdf(q)) > q) are tested in test_families.
+    values = np.cumsum(vec(draw, (n, k), 1e-3, 20.0), axis=1)
+    values[:, : draw(st.integers(0, k - 1))] = 0.0
+    out = {"levels": levels, "values": values}
+    if draw(st.booleans()):
+        out["point"] = vec(draw, (n,), 0.0, 50.0)
+    return out
+
+
 STRATEGIES: dict[str, Callable[[int], st.SearchStrategy[Params]]] = {
     "egm": egm_params,
     "normal": normal_params,
@@ -113,6 +130,7 @@ STRATEGIES: dict[str, Callable[[int], st.SearchStrategy[Params]]] = {
     "ziln": ziln_params,
     "histogram": histogram_params,
     "survival": survival_params,
+    "quantile": quantile_params,
 }
 
 

@@ -78,6 +78,22 @@ def cases() -> dict[str, tuple[str, dict[str, Arr]]]:
             "survival",
             {"thresholds": grid[:, 1:], "sf": rng.uniform(0, 1, (N, 5))},
         ),
+        "quantile-shared": (
+            "quantile",
+            {
+                "levels": np.array([0.05, 0.25, 0.5, 0.75, 0.95]),
+                "values": np.cumsum(rng.uniform(0, 20, (N, 5)) * (rng.random((N, 5)) > 0.2), 1)
+                + np.array([0, 0, 0, 0, 1.0]),
+            },
+        ),
+        "quantile-per-row": (
+            "quantile",
+            {
+                "levels": np.sort(rng.uniform(0.01, 0.99, (N, 5)), 1),
+                "values": grid[:, 1:],
+                "point": rng.uniform(0, 30, N),
+            },
+        ),
     }
 
 
@@ -301,6 +317,10 @@ GARBAGE: list[tuple[str, Callable[[dict[str, Arr]], None], str]] = [
     ("histogram", lambda p: p.update(probs=0.0 * p["probs"]), "positive entry"),
     ("survival", lambda p: p.update(thresholds=np.array([1.0, 2, 3, 4, 1e308])), "too large"),
     ("survival", lambda p: p.update(thresholds=np.array([1.0, 2])), "do not fit"),
+    ("quantile", lambda p: p.update(levels=p["levels"][:-1]), "do not fit"),
+    ("quantile", lambda p: p.update(levels=p["levels"][::-1]), "strictly increasing"),
+    ("quantile", lambda p: p.update(values=p["values"][:, ::-1]), "non-decreasing"),
+    ("quantile", lambda p: p.update(values=0.0 * p["values"]), "last value must be > 0"),
 ]
 
 

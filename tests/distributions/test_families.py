@@ -28,6 +28,7 @@ from service.distributions import (
     Histogram,
     Normal,
     ParameterError,
+    Quantile,
     Survival,
     get_family,
 )
@@ -82,8 +83,16 @@ def check_against(dist_row: Distribution, cdf: Cdf, atom: float, ts: Arr, hi: fl
 
 
 def test_registry_holds_every_family() -> None:
-    assert set(FAMILIES) == {"egm", "normal", "exponential", "ziln", "histogram", "survival"}
-    for cls in (Normal, Exponential, ZILN, Histogram, Survival):
+    assert set(FAMILIES) == {
+        "egm",
+        "normal",
+        "exponential",
+        "ziln",
+        "histogram",
+        "survival",
+        "quantile",
+    }
+    for cls in (Normal, Exponential, ZILN, Histogram, Survival, Quantile):
         assert get_family(cls.family) is cls
 
 
@@ -279,6 +288,17 @@ def check_on_grid(d: Distribution, cdf: Cdf, ts: Arr, grid: Arr) -> tuple[float,
     return mean, var
 
 
+def assert_grids_agree(
+    shared: Distribution, per_row: Distribution, rng: np.random.Generator
+) -> None:
+    """A family's shared grid and the same grid repeated per row give identical answers."""
+    t = rng.uniform(0, 25, (shared.n, 4))
+    levels = np.concatenate([[0.0, 1.0], rng.uniform(0, 1, 5)])
+    np.testing.assert_array_equal(shared.cdf(t), per_row.cdf(t))
+    np.testing.assert_array_equal(shared.icdf(levels), per_row.icdf(levels))
+    np.testing.assert_array_equal(shared.mean(), per_row.mean())
+
+
 @pytest.mark.parametrize(("probs", "edges"), HIST_CASES)
 def test_histogram_vs_reference(probs: Arr, edges: Arr) -> None:
     d = Histogram(probs=probs[None, :], edges=edges)
@@ -410,16 +430,200 @@ def test_survival_shared_and_per_row_thresholds_agree() -> None:
     thr = np.cumsum(rng.uniform(0.5, 4.0, m))
     shared = Survival(thresholds=thr, sf=sf)
     per_row = Survival(thresholds=np.tile(thr, (n, 1)), sf=sf)
+    assert_grids_agree(shared, per_row, rng)
     t = rng.uniform(0, 25, (n, 4))
-    levels = rng.uniform(0, 1, 5)
-    np.testing.assert_array_equal(shared.cdf(t), per_row.cdf(t))
-    np.testing.assert_array_equal(shared.icdf(levels), per_row.icdf(levels))
-    np.testing.assert_array_equal(shared.mean(), per_row.mean())
     assert shared.params()["thresholds"].shape == (m,)
     assert per_row.params()["thresholds"].shape == (n, m)
     for i in range(n):
         cdf = survival_reference(thr, sf[i])
         np.testing.assert_allclose(shared.cdf(t)[i], [cdf(x) for x in t[i]], atol=1e-14)
+
+
+# ----- quantile ---------------------------------------------------------------------------
+
+
+def quantile_reference(levels: Arr, values: Arr) -> tuple[Callable[[Arr], Arr], Cdf]:
+    """Q(u) and F(t) written out from the documented rule, one row.
+
+    Q: np.interp through (0, 0) and the knots, then ``v_K + beta * log((1 - tau_K)/(1 - u))``
+    with beta from the slope to the last knot below v_K. F: the largest u with Q(u) <= t,
+    by bisection on Q (no use of the family's CDF).
+    """
+    tau = np.concatenate([[0.0], levels])
+    v = np.concatenate([[0.0], values])
+    below = max(i for i in range(len(v)) if v[i] < v[-1])
+    beta = (1 - tau[-1]) * (v[-1] - v[below]) / (tau[-1] - tau[below])
+
+    def q_of(u: Arr) -> Arr:
+        u = np.asarray(u, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            tail = v[-1] + beta * np.log((1 - tau[-1]) / (1 - np.minimum(u, 1.0)))
+        return np.where(u <= tau[-1], np.interp(u, tau, v), tail)
+
+    def cdf(t: float) -> float:
+        if t < 0:
+            return 0.0
+        lo, hi = 0.0, 1.0
+        if float(q_of(np.array(lo))) > t:
+            return 0.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if float(q_of(np.array(mid))) <= t:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    return q_of, cdf
+
+
+def test_quantile_hand_case() -> None:
+    d = Quantile(levels=np.array([0.1, 0.5, 0.9]), values=np.array([[1.0, 4.0, 10.0]]))
+    # By hand: uniform mass 0.1 on [0, 1], 0.4 on [1, 4], 0.4 on [4, 10]; the last slope
+    # dq/du = 6/0.4 = 15, so the tail's mean excess is 0.1 * 15 = 1.5 (density 0.4/6 both
+    # sides of 10: continuous).
+    np.testing.assert_allclose(
+        d.cdf(np.array([0.5, 1.0, 2.5, 7.0, 10.0, 11.5]))[0],
+        [0.05, 0.1, 0.3, 0.7, 0.9, 1 - 0.1 * np.exp(-1.0)],
+        rtol=1e-14,
+    )
+    _, pdf = d.cdf_pdf(np.array([[10.0 - 1e-9, 10.0]]))
+    assert pdf[0, 0] == pytest.approx(pdf[0, 1], rel=1e-12)
+    assert pdf[0, 1] == pytest.approx(0.4 / 6.0, rel=1e-14)
+    mean = 0.1 * 0.5 + 0.4 * 2.5 + 0.4 * 7.0 + 0.1 * (10 + 1.5)
+    second = 0.1 / 3 + 0.4 * (1 + 4 + 16) / 3 + 0.4 * (16 + 40 + 100) / 3
+    second += 0.1 * (100 + 2 * 10 * 1.5 + 2 * 1.5**2)
+    assert d.mean()[0] == pytest.approx(mean, rel=1e-14)
+    assert d.variance()[0] == pytest.approx(second - mean**2, rel=1e-12)
+    assert d.point()[0] == d.mean()[0]
+    np.testing.assert_allclose(
+        d.icdf(np.array([0.0, 0.05, 0.3, 0.9, 1 - 0.1 * np.exp(-2.0)]))[0],
+        [0.0, 0.5, 2.5, 10.0, 13.0],
+        rtol=1e-13,
+    )
+    np.testing.assert_allclose(
+        d.log_prob(np.array([0.0, 0.5, 2.0, 10.0, 13.0]))[0],
+        np.log([0.1, 0.1, 0.4 / 3, 0.4 / 6, 0.1 / 1.5 * np.exp(-2.0)]),
+        rtol=1e-13,
+    )
+    assert d.icdf(1.0)[0] == np.inf and d.atom()[0] == 0.0
+
+
+def test_quantile_atoms_from_equal_values() -> None:
+    # 0 at levels 0.1 and 0.3: an atom of 0.3 at 0; 5 at 0.6 and 0.8: an atom of 0.2 at 5.
+    levels = np.array([0.1, 0.3, 0.6, 0.8])
+    d = Quantile(levels=levels, values=np.array([[0.0, 0.0, 5.0, 5.0]]))
+    assert d.atom()[0] == pytest.approx(0.3)
+    np.testing.assert_allclose(
+        d.cdf(np.array([0.0, 2.5, 5.0 - 1e-12, 5.0]))[0], [0.3, 0.45, 0.6, 0.8], atol=1e-12
+    )
+    # Quantiles: 0 up to the atom's level, flat at 5 through the second atom.
+    np.testing.assert_allclose(
+        d.icdf(np.array([0.0, 0.2, 0.3, 0.45, 0.6, 0.7, 0.8]))[0], [0, 0, 0, 2.5, 5, 5, 5]
+    )
+    # log_prob: log of the atom at 0, the segment's density inside, the tail's right of 5.
+    # After the flat last segment the tail takes the slope from the last lower value, 0 at
+    # level 0.3: beta = 0.2 * 5 / 0.5 = 2.
+    np.testing.assert_allclose(
+        d.log_prob(np.array([0.0, 1.0, 5.0]))[0], np.log([0.3, 0.3 / 5, 0.2 / 2]), rtol=1e-13
+    )
+    assert d.beta[0] == pytest.approx(2.0)
+    # Interval masses follow the base rule: [0, a] holds the atom at 0, (5, inf) not 5's.
+    masses = d.interval_mass(np.array([[0.0, 1.0], [1.0, 5.0], [5.0, np.inf]]))[0]
+    np.testing.assert_allclose(masses, [0.36, 0.44, 0.2], atol=1e-12)
+
+
+QUANTILE_CASES = [
+    (np.array([0.05, 0.25, 0.5, 0.75, 0.95]), np.array([0.3, 2.0, 6.0, 15.0, 48.0])),
+    (np.array([0.1, 0.5, 0.9]), np.array([0.0, 3.0, 3.0])),
+    (np.array([0.5]), np.array([7.0])),
+    (np.array([0.01, 0.02, 0.99]), np.array([0.0, 0.0, 1.0])),
+    (np.array([0.2, 0.4, 0.6, 0.8]), np.array([1.0, 1.0, 4.0, 30.0])),
+]
+
+
+@pytest.mark.parametrize(("levels", "values"), QUANTILE_CASES)
+def test_quantile_vs_reference(levels: Arr, values: Arr) -> None:
+    d = Quantile(levels=levels, values=values[None, :])
+    q_of, cdf = quantile_reference(levels, values)
+    ts = np.array([0.0, 0.2, 1.0, 2.5, 3.0, 6.5, 20.0, 60.0, 200.0])
+    np.testing.assert_allclose(d.cdf(ts)[0], [cdf(float(t)) for t in ts], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(d.icdf(LEVELS)[0], q_of(LEVELS), rtol=1e-13, atol=1e-13)
+    atom = float(levels[values == 0].max()) if (values == 0).any() else 0.0
+    assert d.atom()[0] == pytest.approx(atom, abs=1e-15)
+    # Moments: integrals of Q and Q**2 over (0, 1) with scipy, split at the levels.
+    knots = [0.0, *levels.tolist(), 1.0]
+    m1 = sum(
+        quad(lambda u: float(q_of(u)), a, b, epsabs=0, epsrel=1e-12, limit=200)[0]
+        for a, b in pairwise(knots)
+    )
+    m2 = sum(
+        quad(lambda u: float(q_of(u)) ** 2, a, b, epsabs=0, epsrel=1e-12, limit=200)[0]
+        for a, b in pairwise(knots)
+    )
+    assert d.mean()[0] == pytest.approx(m1, rel=1e-9)
+    assert d.variance()[0] == pytest.approx(m2 - m1 * m1, rel=1e-8)
+    # The density: the reference CDF's slope between knots, by central differences.
+    inner = np.array([t for t in (0.2, 2.5, 6.5, 20.0, 60.0) if min(abs(t - values)) > 1e-3])
+    h = 1e-6
+    slope = [(cdf(t + h) - cdf(t - h)) / (2 * h) for t in inner]
+    np.testing.assert_allclose(np.exp(d.log_prob(inner)[0]), slope, rtol=1e-5, atol=1e-9)
+    # Monte Carlo: the hand-written quantile function at uniforms (inverse transform).
+    samples = q_of(np.random.default_rng(11).random(N_MC))
+    assert_mc(samples, m1, m2 - m1 * m1)
+
+
+def test_quantile_extremes() -> None:
+    levels = np.array([0.1, 0.5, 0.9])
+    # By hand at scale 1: last slope (4 - 2)/0.4 = 5, tail mean excess 0.1 * 5 = 0.5; mean
+    # 0.1 * 0.5 + 0.4 * 1.5 + 0.4 * 3 + 0.1 * 4.5 = 2.3; the law scales with the values.
+    unit = Quantile(levels=levels, values=np.array([[1.0, 2.0, 4.0]]))
+    for scale in (1e-300, 1e-12, 1.0, 1e12, 1e300):
+        d = Quantile(levels=levels, values=scale * np.array([[1.0, 2.0, 4.0]]))
+        q_of, _ = quantile_reference(levels, scale * np.array([1.0, 2.0, 4.0]))
+        np.testing.assert_allclose(d.icdf(LEVELS)[0], q_of(LEVELS), rtol=1e-12)
+        np.testing.assert_allclose(
+            d.cdf(scale * np.array([0.5, 1.5, 3.0, 5.0]))[0],
+            [0.05, 0.3, 0.7, 1 - 0.1 * np.exp(-2.0)],
+            rtol=1e-12,
+        )
+        assert d.mean()[0] == pytest.approx(scale * 2.3, rel=1e-12)
+        assert np.isfinite(d.log_prob(scale * np.array([0.5, 3.0, 5.0]))).all()
+        np.testing.assert_allclose(
+            d.log_prob(scale * np.array([0.5, 3.0]))[0],
+            np.log([0.1, 0.2]) - np.log(scale),
+            rtol=1e-12,
+        )
+        if scale < 1e150:  # beyond, the variance overflows to inf, as the exponential's does
+            assert d.variance()[0] == pytest.approx(scale**2 * unit.variance()[0], rel=1e-12)
+    # Levels close to 0 and 1, one level, and values equal but for the last.
+    close = Quantile(levels=np.array([1e-12, 1 - 1e-12]), values=np.array([[1.0, 2.0]]))
+    assert close.icdf(np.array([1 - 1e-13]))[0, 0] > 2.0
+    assert close.cdf(np.array([0.5]))[0, 0] == pytest.approx(5e-13, rel=1e-9)
+    one = Quantile(levels=np.array([0.5]), values=np.array([[3.0], [1e-8]]))
+    # One level: uniform on [0, v] with mass 0.5, then a tail with mean excess 0.5 * v/0.5.
+    np.testing.assert_allclose(
+        one.mean(), 0.5 * np.array([1.5, 5e-9]) + 0.5 * 2 * np.array([3.0, 1e-8])
+    )
+    flat = Quantile(levels=np.array([0.1, 0.2, 0.3]), values=np.array([[2.0, 2.0, 2.0]]))
+    assert flat.cdf(np.array([2.0]))[0, 0] == pytest.approx(0.3)
+    assert flat.beta[0] == pytest.approx(0.7 * 2.0 / 0.3)
+
+
+def test_quantile_point_shared_and_per_row_levels() -> None:
+    rng = np.random.default_rng(12)
+    n = 6
+    levels = np.array([0.05, 0.3, 0.5, 0.7, 0.95])
+    values = np.cumsum(rng.uniform(0.0, 5.0, (n, 5)), axis=1) + 0.01
+    shared = Quantile(levels=levels, values=values)
+    per_row = Quantile(levels=np.tile(levels, (n, 1)), values=values)
+    assert_grids_agree(shared, per_row, rng)
+    # The optional point is served as given; absent, the point is the mean.
+    with_point = Quantile(levels=levels, values=values, point=values[:, 2])
+    np.testing.assert_array_equal(with_point.point(), values[:, 2])
+    np.testing.assert_array_equal(with_point.point(), with_point.icdf(0.5))
+    assert "point" in with_point.params() and "point" not in shared.params()
+    np.testing.assert_array_equal(shared.point(), shared.mean())
 
 
 # ----- batch shapes shared by every baseline ------------------------------------------------
@@ -433,10 +637,13 @@ def one_of_each(n: int) -> list[Distribution]:
         ZILN(p0=rng.uniform(0, 0.3, n), mu=rng.normal(1, 1, n), sigma=rng.uniform(0.3, 1.5, n)),
         Histogram(probs=rng.dirichlet(np.ones(4), n), edges=np.array([0.0, 1, 3, 9, 20])),
         Survival(thresholds=np.array([1.0, 4, 12]), sf=rng.uniform(0, 1, (n, 3))),
+        Quantile(
+            levels=np.array([0.1, 0.5, 0.9]), values=np.cumsum(rng.uniform(0, 9, (n, 3)), 1) + 0.1
+        ),
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_shapes_scalar_shared_per_row(index: int) -> None:
     n = 5
     d = one_of_each(n)[index]
@@ -468,6 +675,7 @@ GOOD: dict[str, dict[str, npt.ArrayLike]] = {
     "ziln": {"p0": [0.1, 0.0], "mu": [0.0, 1.0], "sigma": [1.0, 0.5]},
     "histogram": {"probs": [[0.5, 0.5], [0.2, 0.8]], "edges": [0.0, 1.0, 2.0]},
     "survival": {"thresholds": [1.0, 2.0], "sf": [[0.5, 0.2], [0.9, 0.1]]},
+    "quantile": {"levels": [0.2, 0.8], "values": [[1.0, 5.0], [0.0, 2.0]]},
 }
 
 BAD = [
@@ -503,6 +711,24 @@ BAD = [
     ("survival", {"sf": [[0.5, -0.2], [0.9, 0.1]]}),
     ("survival", {"sf": [[0.5, np.nan], [0.9, 0.1]]}),
     ("survival", {"sf": [0.5, 0.2]}),
+    ("quantile", {"levels": [0.8, 0.2]}),
+    ("quantile", {"levels": [0.2, 0.2]}),
+    ("quantile", {"levels": [0.0, 0.8]}),
+    ("quantile", {"levels": [0.2, 1.0]}),
+    ("quantile", {"levels": [-0.1, 0.8]}),
+    ("quantile", {"levels": [0.2, 0.5, 0.8]}),
+    ("quantile", {"levels": [[0.2, 0.8]] * 3}),
+    ("quantile", {"levels": [0.2, np.nan]}),
+    ("quantile", {"values": [[5.0, 1.0], [0.0, 2.0]]}),
+    ("quantile", {"values": [[1.0, 5.0], [-1.0, 2.0]]}),
+    ("quantile", {"values": [[1.0, 5.0], [0.0, 0.0]]}),
+    ("quantile", {"values": [[1.0, np.nan], [0.0, 2.0]]}),
+    ("quantile", {"values": [[1.0, np.inf], [0.0, 2.0]]}),
+    ("quantile", {"values": [1.0, 5.0]}),
+    ("quantile", {"values": [[1.0], [2.0]]}),
+    ("quantile", {"point": [1.0]}),
+    ("quantile", {"point": [1.0, -1.0]}),
+    ("quantile", {"point": [1.0, np.nan]}),
 ]
 
 
