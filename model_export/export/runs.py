@@ -20,6 +20,11 @@ BASELINE_DESCRIPTIONS = {
     "ziln": "Zero-inflated lognormal likelihood (atom at 0 + lognormal)",
     "softmax": "Bucket classification over exponentially growing buckets, served as a histogram",
     "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
+    "huber": "Huber regression; spread fitted on validation (family in extras)",
+    "huberpp": "Huber regression of the relative error; spread fitted on validation",
+    "am": "Asymmetric squared loss on log(1 + seconds); spread fitted on validation",
+    "distill_softmax": "Softmax buckets trained on mean-preserving soft labels; a histogram",
+    "tpm": "TPM: binary tree of classifiers over quantile leaves, served as a histogram",
 }
 
 
