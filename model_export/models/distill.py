@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -55,15 +54,6 @@ class DistilledBucketSoftmax(BucketSoftmax):
     name = "distill_softmax"
     bandwidth: ClassVar[float] = 0.5
     offset_s: ClassVar[float] = 0.5
-
-    def __init__(
-        self,
-        cardinalities: Sequence[int],
-        numeric_width: int,
-        edges_s: Sequence[float] | None = None,
-        **kw: object,
-    ) -> None:
-        super().__init__(cardinalities, numeric_width, edges_s=edges_s, **kw)
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         edges: torch.Tensor = self.edges_s  # type: ignore[assignment]

@@ -25,20 +25,7 @@ from model_export.models.tpm import TreeProgressive, path_matrices, tpm_edges
 from model_export.training.baselines import build_model
 from model_export.training.config import BaselineConfig
 from service.distributions import ZILN, Histogram, Normal
-
-SCALE = 10.0
-
-
-def _tiny(cls: type[BaselineModel], **kw: object) -> BaselineModel:
-    torch.manual_seed(0)
-    return cls([4], 1, hidden=(8,), label_scale=SCALE, **kw).double().eval()  # type: ignore[call-arg]
-
-
-def _labels(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y = rng.lognormal(1.5, 1.3, n)
-    y[: n // 10] = 0.0
-    return y
+from tests.offline.test_baselines import SCALE, _labels, _tiny
 
 
 def _hand_huber(r: float, delta: float) -> float:
