@@ -129,11 +129,12 @@ class PointRegression(BaselineModel):
         nll = [float(v) for v in self.validation_nll]  # type: ignore[union-attr]
         out: dict[str, float | str | list[float]] = {
             "spread_family": self.family,
-            "spread_fitted_on": "validation day",
-            "validation_nll_normal": nll[0],
-            "validation_nll_ziln": nll[1],
             "point_floor_s": self.point_floor_s,
         }
+        if all(math.isfinite(v) for v in nll):  # NaN until fit_spread has run
+            out["spread_fitted_on"] = "validation day"
+            out["validation_nll_normal"] = nll[0]
+            out["validation_nll_ziln"] = nll[1]
         if self.family == "normal":
             out["scale_s"] = float(self.scale_s)  # type: ignore[arg-type]
         else:
@@ -190,7 +191,8 @@ class AsymmetricLogRegression(PointRegression):
         return (w * e * e).mean()
 
     def point_s(self, raw: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(raw[:, 0])
+        # exp - 1, not expm1: ONNX has no expm1 (the floor keeps the point far above 1e-16)
+        return torch.exp(raw[:, 0]) - 1.0
 
     def extras(self) -> dict[str, float | str | list[float]]:
         return {"asymmetry_tau": self.tau, "log_space": "log(1 + seconds)", **super().extras()}
