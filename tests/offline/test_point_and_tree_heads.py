@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,3 +279,38 @@ def test_tpm_edges_are_quantiles_increasing_with_the_open_leaf_at_the_tail_mean(
         assert edges[k] == pytest.approx(np.quantile(y, k / 16), abs=1e-3)
     tail = y[y >= edges[15]]
     assert 0.5 * (edges[15] + edges[16]) == pytest.approx(tail.mean(), abs=1e-3)
+
+
+# ----- a short run and its checkpoint ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split() -> object:
+    from model_export.data import load_joined, split_by_day
+
+    return split_by_day(load_joined())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["huberpp", "tpm"])
+def test_a_short_run_round_trips_its_head_constants(
+    split: object, tmp_path: Path, name: str
+) -> None:
+    """The validation-day spread (and its family) and TPM's leaves survive the checkpoint."""
+    from model_export.evaluation.runs import run_baseline
+    from model_export.training.baselines import BaselineRun, baseline_distribution
+    from model_export.training.checkpoint import load_run, save_run
+    from tests.offline.test_baselines import small_prepared
+
+    prepared = small_prepared(split)
+    config = BaselineConfig(model=name, hidden=(32, 16), max_epochs=2, batch_size=512)
+    run = run_baseline(prepared, config, progress=False)
+    assert np.isfinite(run.metrics["nll"]) and np.isfinite(run.metrics["mae_point"])
+    save_run(run, tmp_path / "checkpoint.pt")
+    again = load_run(tmp_path / "checkpoint.pt", BaselineRun)
+    assert again.model.family == run.model.family
+    assert again.model.extras() == run.model.extras()
+    a = baseline_distribution(run, prepared.test)
+    b = baseline_distribution(again, prepared.test)
+    np.testing.assert_array_equal(a.mean(), b.mean())
+    np.testing.assert_array_equal(a.point(), b.point())
