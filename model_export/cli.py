@@ -28,7 +28,20 @@ from model_export.data.kuairand import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 # The names of model_export.models.registry.ALL, spelled out so that --help needs no torch.
-MODELS = ("egmn", "vr", "wlr", "ziln", "softmax", "cread", "d2q")
+MODELS = (
+    "egmn",
+    "vr",
+    "wlr",
+    "ziln",
+    "softmax",
+    "cread",
+    "d2q",
+    "huber",
+    "huberpp",
+    "am",
+    "distill_softmax",
+    "tpm",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,6 +22,11 @@ BASELINE_DESCRIPTIONS = {
     "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
     "d2q": "D2Q: pinball quantiles of the level within the duration group, mapped back to "
     "seconds through the group's quantile function; served as a quantile function",
+    "huber": "Huber regression; spread fitted on validation (family in extras)",
+    "huberpp": "Huber regression of the relative error; spread fitted on validation",
+    "am": "Asymmetric squared loss on log(1 + seconds); spread fitted on validation",
+    "distill_softmax": "Softmax buckets trained on mean-preserving soft labels; a histogram",
+    "tpm": "TPM: binary tree of classifiers over quantile leaves, served as a histogram",
 }
 
 

@@ -5,12 +5,31 @@ from __future__ import annotations
 from model_export.models.baseline import BaselineModel
 from model_export.models.cread import CREAD
 from model_export.models.d2q import DurationQuantile
+from model_export.models.distill import DistilledBucketSoftmax
+from model_export.models.point import (
+    AsymmetricLogRegression,
+    HuberRegression,
+    RelativeHuberRegression,
+)
 from model_export.models.softmax import BucketSoftmax
+from model_export.models.tpm import TreeProgressive
 from model_export.models.vr import ValueRegression
 from model_export.models.wlr import WeightedLogistic
 from model_export.models.ziln import ZeroInflatedLognormal
 
-SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2q")
+SERVED = (
+    "vr",
+    "wlr",
+    "ziln",
+    "softmax",
+    "cread",
+    "d2q",
+    "huber",
+    "huberpp",
+    "am",
+    "distill_softmax",
+    "tpm",
+)
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 
 OFFLINE: tuple[str, ...] = ()
@@ -27,6 +46,11 @@ BASELINES: dict[str, type[BaselineModel]] = {
         BucketSoftmax,
         CREAD,
         DurationQuantile,
+        HuberRegression,
+        RelativeHuberRegression,
+        AsymmetricLogRegression,
+        DistilledBucketSoftmax,
+        TreeProgressive,
     )
 }
 """Each baseline's head class, by name."""

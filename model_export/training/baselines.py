@@ -8,9 +8,10 @@ Honesty rules, enforced here rather than promised in the report:
   :class:`model_export.training.config.TrainConfig` values (a test holds them equal): Adam, lr 2e-3,
   batch 2048, at most 12 epochs, patience 2, embedding L2 1e-6, seed 0.
 - Same selection: early stopping on the validation day's value of each model's own
-  objective, best epoch restored; the only other use of the validation day is ``vr``'s
-  spread. Head constants (bucket edges, CREAD's split points, D2Q's duration groups) come
-  from the training days' labels and durations.
+  objective, best epoch restored; the only other use of the validation day is the spread
+  of ``vr`` and of the point regressors (``huber``, ``huberpp``, ``am``). Head constants
+  (bucket edges, CREAD's split points, TPM's leaves, D2Q's duration groups) come from the
+  training days' labels and durations.
 - No tuning on the test day: each baseline has one configuration, the papers' defaults
   where they give one, fixed before any test figure was seen.
 """
@@ -29,8 +30,11 @@ from model_export.data.prepared import Encoded, Prepared, training_window
 from model_export.models.baseline import BaselineModel, ServingBaseline
 from model_export.models.cread import CREAD, cread_thresholds
 from model_export.models.d2q import DurationGroups, DurationQuantile
+from model_export.models.distill import DistilledBucketSoftmax
+from model_export.models.point import PointRegression
 from model_export.models.registry import BASELINES
 from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
+from model_export.models.tpm import TreeProgressive, tpm_edges
 from model_export.models.vr import ValueRegression, fit_normal_scale
 from model_export.training.config import BaselineConfig
 from model_export.training.loop import (
@@ -82,11 +86,14 @@ def build_model(
         "dropout": config.dropout,
     }
     cards, width = fitted.cardinalities, fitted.numeric_width
-    if config.model == "softmax":
+    if config.model in ("softmax", "distill_softmax"):
         edges = exponential_bucket_edges(
             config.n_buckets, config.bucket_first_s, config.bucket_top_s
         )
-        return BucketSoftmax(cards, width, edges_s=edges, **common)
+        cls = DistilledBucketSoftmax if config.model == "distill_softmax" else BucketSoftmax
+        return cls(cards, width, edges_s=edges, **common)
+    if config.model == "tpm":
+        return TreeProgressive(cards, width, edges_s=tpm_edges(train_y), **common)
     if config.model == "cread":
         thr = thresholds_s or cread_thresholds(train_y, config.n_thresholds, config.cread_alpha)
         return CREAD(
@@ -213,6 +220,10 @@ def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = Tr
             loc = model.restore(predict_raw(model, prepared.validation)).double().numpy()
         fitted_scale = fit_normal_scale(loc, prepared.validation.y.double().numpy())
         model.scale_s.fill_(fitted_scale)  # type: ignore[operator]
+    if isinstance(model, PointRegression):
+        with torch.no_grad():
+            point = model.restore(predict_raw(model, prepared.validation)).double().numpy()
+        model.fit_spread(point, prepared.validation.y.double().numpy())
     run = BaselineRun(
         config=config,
         fitted=prepared.fitted,
