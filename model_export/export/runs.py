@@ -20,6 +20,8 @@ BASELINE_DESCRIPTIONS = {
     "ziln": "Zero-inflated lognormal likelihood (atom at 0 + lognormal)",
     "softmax": "Bucket classification over exponentially growing buckets, served as a histogram",
     "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
+    "d2co": "D2Co: interest on watch time corrected for duration bias and noise (per-duration "
+    "GMM), mapped back to seconds; normal censored at 0, spread fitted on validation",
 }
 
 

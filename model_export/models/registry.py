@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from model_export.models.baseline import BaselineModel
 from model_export.models.cread import CREAD
+from model_export.models.d2co import D2Co
 from model_export.models.d2q import DurationQuantile
 from model_export.models.softmax import BucketSoftmax
 from model_export.models.vr import ValueRegression
 from model_export.models.wlr import WeightedLogistic
 from model_export.models.ziln import ZeroInflatedLognormal
 
-SERVED = ("vr", "wlr", "ziln", "softmax", "cread")
+SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2co")
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 
 OFFLINE = ("d2q",)
@@ -27,6 +28,7 @@ BASELINES: dict[str, type[BaselineModel]] = {
         BucketSoftmax,
         CREAD,
         DurationQuantile,
+        D2Co,
     )
 }
 """Each baseline's head class, by name."""

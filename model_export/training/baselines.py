@@ -29,6 +29,7 @@ from model_export.data.prepared import Encoded, Prepared, training_window
 from model_export.models.baseline import BaselineModel, ServingBaseline
 from model_export.models.cread import CREAD, cread_thresholds
 from model_export.models.d2q import DurationGroups, DurationQuantile
+from model_export.models.duration import DurationHead, DurationInput
 from model_export.models.registry import BASELINES
 from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
 from model_export.models.vr import ValueRegression, fit_normal_scale
@@ -79,6 +80,10 @@ def build_model(
             huber_delta=config.huber_delta,
             **common,
         )
+    head = BASELINES[config.model]
+    if issubclass(head, DurationHead):
+        duration = DurationInput.from_fitted(fitted)
+        return head(cards, width, duration=duration, **common)  # type: ignore[arg-type]
     return BASELINES[config.model](cards, width, **common)
 
 
@@ -187,6 +192,12 @@ def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = Tr
 
         t_train = targets(split.train, prepared.train)
         t_val = targets(split.validation, prepared.validation)
+    elif isinstance(model, DurationHead):
+        d_train = split.train["duration_ms"].to_numpy(dtype=np.float64)
+        d_val = split.validation["duration_ms"].to_numpy(dtype=np.float64)
+        model.fit_training_days(d_train, y_train)
+        t_train = model.targets(d_train, y_train)
+        t_val = model.targets(d_val, prepared.validation.y.double().numpy())
     else:
         t_train, t_val = prepared.train.y / scale, prepared.validation.y / scale
     history = train_baseline(
@@ -197,6 +208,10 @@ def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = Tr
             loc = model.restore(predict_raw(model, prepared.validation)).double().numpy()
         fitted_scale = fit_normal_scale(loc, prepared.validation.y.double().numpy())
         model.scale_s.fill_(fitted_scale)  # type: ignore[operator]
+    if isinstance(model, DurationHead):
+        with torch.no_grad():
+            raw_val = predict_raw(model, prepared.validation)
+        model.fit_validation_day(raw_val, prepared.validation.y.double().numpy())
     run = BaselineRun(
         config=config,
         fitted=prepared.fitted,
