@@ -22,6 +22,8 @@ BASELINE_DESCRIPTIONS = {
     "cread": "CREAD: ordinal thresholds at error-adaptive split points, served as a survival curve",
     "d2co": "D2Co: interest on watch time corrected for duration bias and noise (per-duration "
     "GMM), mapped back to seconds; normal censored at 0, spread fitted on validation",
+    "cwm": "Counterfactual watch model: exit where the rising cost of watching meets the "
+    "relevance, censored at the video's end; the exit time's survival curve",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from model_export.models.baseline import BaselineModel
 from model_export.models.cread import CREAD
+from model_export.models.cwm import CWM
 from model_export.models.d2co import D2Co
 from model_export.models.d2q import DurationQuantile
 from model_export.models.softmax import BucketSoftmax
@@ -11,7 +12,7 @@ from model_export.models.vr import ValueRegression
 from model_export.models.wlr import WeightedLogistic
 from model_export.models.ziln import ZeroInflatedLognormal
 
-SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2co")
+SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2co", "cwm")
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 
 OFFLINE = ("d2q",)
@@ -29,6 +30,7 @@ BASELINES: dict[str, type[BaselineModel]] = {
         CREAD,
         DurationQuantile,
         D2Co,
+        CWM,
     )
 }
 """Each baseline's head class, by name."""

@@ -3,19 +3,23 @@ derived by hand or by simulation, and the duration they read inside the graph.""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from model_export.data.features import fit_features
 from model_export.data.kuairand import load_joined, split_by_day
 from model_export.data.prepared import encode
+from model_export.models.cwm import CWM
 from model_export.models.d2co import D2Co, gmm2, weighted_moving_average
 from model_export.models.duration import DurationInput, duration_cuts, group_of_ms
 from model_export.training.baselines import build_model
 from model_export.training.config import BaselineConfig
+from service.distributions import Survival
 
 SCALE = 10.0
 NO_DURATION = DurationInput(column=0, missing_column=1, mean=0.0, std=1.0)
@@ -154,3 +158,98 @@ def test_d2co_spread_factor_recovers_the_simulated_one() -> None:
     y = np.maximum(loc + 1.7 * half * rng.normal(size=d.size), 0.0)
     model.fit_validation_day(raw, y)
     assert float(model.scale_factor) == pytest.approx(1.7, rel=0.03)  # type: ignore[arg-type]
+
+
+# ----- cwm --------------------------------------------------------------------------------------
+
+
+def _cwm(tau_s: float = 20.0) -> CWM:
+    torch.manual_seed(0)
+    model = CWM([4], 2, duration=NO_DURATION, hidden=(8,), label_scale=SCALE).double().eval()
+    with torch.no_grad():
+        model.log_tau.fill_(math.log(tau_s / SCALE))
+    return model.requires_grad_(False)
+
+
+def _cwm_raw(mu: np.ndarray, s: np.ndarray) -> torch.Tensor:
+    """Raw outputs giving relevance logit ``mu`` and spread ``s`` (softplus inverted)."""
+    pre = np.log(np.expm1(s - CWM.min_spread))
+    return _raw(np.column_stack([mu, pre]), np.zeros(mu.size))
+
+
+def test_cwm_exit_is_where_the_benefit_peaks() -> None:
+    """Without noise the exit time maximises integral (r - c(t)) dt, found on a grid."""
+    tau = 20.0
+    t = np.linspace(0.0, 300.0, 300_001)
+    for r in (0.05, 0.4, 0.9):
+        benefit = np.cumsum(r - (1 - np.exp(-t / tau))) * (t[1] - t[0])
+        assert t[int(np.argmax(benefit))] == pytest.approx(-tau * math.log(1 - r), abs=1e-2)
+        # ... which is the median of the exit time: S = 1/2 there for any spread
+        model = _cwm(tau)
+        raw = _cwm_raw(np.array([math.log(r / (1 - r))]), np.array([0.7]))
+        t_exit = torch.tensor([-tau * math.log(1 - r) / SCALE], dtype=torch.float64)
+        assert math.exp(float(model.log_sf(raw, t_exit)[0])) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_cwm_survival_and_density_match_a_simulation_and_scipy() -> None:
+    tau, mu, s = 20.0, 0.3, 0.8
+    model = _cwm(tau)
+    raw = _cwm_raw(np.array([mu]), np.array([s]))
+    rng = np.random.default_rng(4)
+    z = mu + s * rng.logistic(size=400_000)
+    cwt = -tau * np.log1p(-1 / (1 + np.exp(-z)))  # -tau log(1 - r), r = sigmoid(z)
+    t = np.array([0.5, 3.0, 10.0, 30.0, 90.0])
+    got = np.exp(model.log_sf(raw.expand(5, -1), torch.from_numpy(t / SCALE)).numpy())
+    np.testing.assert_allclose(got, (cwt[:, None] > t).mean(axis=0), atol=3e-3)
+    # density in scaled time: g(T) ~ Logistic(mu, s), g(t) = log(expm1(t / tau))
+    ts = t / SCALE
+    taus = tau / SCALE
+    g = np.log(np.expm1(ts / taus))
+    dg = 1 / (taus * (1 - np.exp(-ts / taus)))
+    want = stats.logistic.logpdf(g, loc=mu, scale=s) + np.log(dg)
+    dens = model.log_density(raw.expand(5, -1), torch.from_numpy(ts)).numpy()
+    np.testing.assert_allclose(dens, want, rtol=1e-10)
+
+
+def test_cwm_loss_is_the_counterfactual_likelihood() -> None:
+    tau = 15.0
+    model = _cwm(tau)
+    rng = np.random.default_rng(5)
+    n = 40
+    mu, s = rng.normal(0, 1.5, n), rng.uniform(0.3, 2.0, n)
+    d = rng.choice([0.0, 8_000.0, 40_000.0], n)
+    w = rng.exponential(12.0, n)
+    w[:6] = 0.0
+    w[6:10] = d[6:10] / 1000 * 1.5  # replays of known videos
+    y = model.targets(d, w)
+    done = (d > 0) & (w * 1000 >= d)
+    np.testing.assert_array_equal(y[:, 1].numpy() > 0.5, done)
+    ts, taus = w / SCALE, tau / SCALE
+
+    def logistic_sf(t: np.ndarray) -> np.ndarray:
+        return stats.logistic.logsf(np.log(np.expm1(t / taus)), loc=mu, scale=s)
+
+    safe = np.where(w > 0, ts, 1.0)
+    dens = stats.logistic.logpdf(np.log(np.expm1(safe / taus)), loc=mu, scale=s) - np.log(
+        taus * (1 - np.exp(-safe / taus))
+    )
+    quick = stats.logistic.logcdf(np.log(np.expm1(0.05 / taus)), loc=mu, scale=s)
+    ll = np.where(w <= 0, quick, np.where(done, logistic_sf(safe), dens))
+    got = float(model.loss(_cwm_raw(mu, s), y.double()))
+    assert got == pytest.approx(-ll.mean(), rel=1e-6)
+
+
+def test_cwm_served_curve_is_the_family_and_restore_its_mean() -> None:
+    model = _cwm()
+    rng = np.random.default_rng(6)
+    raw = _cwm_raw(rng.normal(0, 2, 50), rng.uniform(0.1, 3, 50))
+    thr, sf = model.served(raw)
+    dist = Survival(thresholds=thr.numpy(), sf=sf.numpy())
+    assert np.all(dist.mass > 0)
+    np.testing.assert_allclose(model.restore(raw).numpy(), dist.mean(), rtol=1e-12)
+    t = thr.numpy()[0]
+    rows = raw.repeat_interleave(t.size, 0)
+    exact = np.exp(model.log_sf(rows, torch.from_numpy(np.tile(t / SCALE, 50))).numpy())
+    ref = 1 - np.arange(1, t.size + 1) / (t.size + 1)
+    want = (1 - CWM.floor) * exact.reshape(50, -1) + CWM.floor * ref
+    np.testing.assert_allclose(sf.numpy(), want, rtol=1e-12)
