@@ -1,7 +1,7 @@
 """Command line: ``python -m model_export {train,evaluate,export,report,build-all}``.
 
 - ``train --model NAME`` (``egmn`` or a baseline: vr, wlr, ziln, softmax, cread, d2q, d2co,
-  cwm): fit on the training days, early-stop (and calibrate or post-fit) on the validation
+  cwm, lda): fit on the training days, early-stop (and calibrate or post-fit) on the validation
   day, evaluate on the test day, save ``runs/NAME/checkpoint.pt`` and print the metrics table.
 - ``export``: write ``models/<name>/<version>/`` (model.onnx, manifest.json, attribution) from a
   checkpoint.
@@ -28,7 +28,7 @@ from model_export.data.kuairand import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 # The names of model_export.models.registry.ALL, spelled out so that --help needs no torch.
-MODELS = ("egmn", "vr", "wlr", "ziln", "softmax", "cread", "d2q", "d2co", "cwm")
+MODELS = ("egmn", "vr", "wlr", "ziln", "softmax", "cread", "d2q", "d2co", "cwm", "lda")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -24,6 +24,8 @@ BASELINE_DESCRIPTIONS = {
     "GMM), mapped back to seconds; normal censored at 0, spread fitted on validation",
     "cwm": "Counterfactual watch model: exit where the rising cost of watching meets the "
     "relevance, censored at the video's end; the exit time's survival curve",
+    "lda": "Label-distribution anchors: per-duration watch-ratio anchors weighted per row "
+    "(Sinkhorn-aligned), mapped to seconds by the row's duration; histogram + regressed point",
 }
 
 

@@ -7,12 +7,13 @@ from model_export.models.cread import CREAD
 from model_export.models.cwm import CWM
 from model_export.models.d2co import D2Co
 from model_export.models.d2q import DurationQuantile
+from model_export.models.lda import LabelDistributionAnchors
 from model_export.models.softmax import BucketSoftmax
 from model_export.models.vr import ValueRegression
 from model_export.models.wlr import WeightedLogistic
 from model_export.models.ziln import ZeroInflatedLognormal
 
-SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2co", "cwm")
+SERVED = ("vr", "wlr", "ziln", "softmax", "cread", "d2co", "cwm", "lda")
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 
 OFFLINE = ("d2q",)
@@ -31,6 +32,7 @@ BASELINES: dict[str, type[BaselineModel]] = {
         DurationQuantile,
         D2Co,
         CWM,
+        LabelDistributionAnchors,
     )
 }
 """Each baseline's head class, by name."""

@@ -17,9 +17,16 @@ from model_export.data.prepared import encode
 from model_export.models.cwm import CWM
 from model_export.models.d2co import D2Co, gmm2, weighted_moving_average
 from model_export.models.duration import DurationInput, duration_cuts, group_of_ms
+from model_export.models.lda import (
+    RATIO_EDGES,
+    LabelDistributionAnchors,
+    fit_anchors,
+    ratio_bin,
+    sinkhorn,
+)
 from model_export.training.baselines import build_model
 from model_export.training.config import BaselineConfig
-from service.distributions import Survival
+from service.distributions import Survival, get_family
 
 SCALE = 10.0
 NO_DURATION = DurationInput(column=0, missing_column=1, mean=0.0, std=1.0)
@@ -253,3 +260,97 @@ def test_cwm_served_curve_is_the_family_and_restore_its_mean() -> None:
     ref = 1 - np.arange(1, t.size + 1) / (t.size + 1)
     want = (1 - CWM.floor) * exact.reshape(50, -1) + CWM.floor * ref
     np.testing.assert_allclose(sf.numpy(), want, rtol=1e-12)
+
+
+# ----- lda --------------------------------------------------------------------------------------
+
+
+def test_lda_anchors_are_smoothed_cluster_histograms() -> None:
+    edges = (0.0, 1.0, 2.0, 3.0, 4.0)
+    ratio = np.array([0.5, 0.5, 1.5, 3.5, 2.5, 3.2])  # bins 0 0 1 3 2 3
+    a = fit_anchors(ratio, 2, edges, floor=0.0)
+    # sorted: 0.5 0.5 1.5 | 2.5 3.2 3.5 -> counts [2, 1, 0, 0] and [0, 0, 1, 2]
+    # smoothed with (1/4, 1/2, 1/4), edge bins repeated: [7/4, 1, 1/4, 0], [0, 1/4, 1, 7/4]
+    np.testing.assert_allclose(a[0], np.array([7, 4, 1, 0]) / 12)
+    np.testing.assert_allclose(a[1], np.array([0, 1, 4, 7]) / 12)
+    floored = fit_anchors(ratio, 2, edges, floor=0.1)
+    np.testing.assert_allclose(floored, 0.9 * a + 0.1 / 4)
+    assert ratio_bin(np.array([0.0, 0.999, 1.0, 9.0]), edges).tolist() == [0, 0, 1, 3]
+
+
+def test_sinkhorn_plan_is_the_entropic_transport_plan() -> None:
+    rng = np.random.default_rng(7)
+    n, k, eps = 30, 4, 0.5
+    scores = torch.from_numpy(rng.normal(0, 2, (n, k)))
+    plan = sinkhorn(scores, eps, 500).numpy()
+    np.testing.assert_allclose(plan.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(plan.sum(axis=0), n / k, atol=1e-6)
+    # diag(u) exp(S / eps) diag(v): log Q - S / eps is a row term plus a column term
+    resid = np.log(plan) - scores.numpy() / eps
+    centred = resid - resid.mean(1, keepdims=True) - resid.mean(0, keepdims=True) + resid.mean()
+    np.testing.assert_allclose(centred, 0.0, atol=1e-9)
+
+
+def _lda() -> LabelDistributionAnchors:
+    torch.manual_seed(0)
+    duration = DurationInput(column=0, missing_column=1, mean=10.0, std=1.0)
+    model = LabelDistributionAnchors([4], 2, duration=duration, hidden=(8,), label_scale=SCALE)
+    rng = np.random.default_rng(8)
+    table = rng.dirichlet(np.ones(len(RATIO_EDGES) - 1), (model.n_groups + 1, model.n_anchors))
+    model.anchors.copy_(torch.from_numpy(table))  # type: ignore[operator]
+    model.log_cuts.copy_(torch.linspace(9.0, 12.0, model.n_groups - 1))  # type: ignore[operator]
+    return model.double().eval()
+
+
+def test_lda_loss_by_hand() -> None:
+    model = _lda()
+    rng = np.random.default_rng(9)
+    n, k = 12, model.n_anchors
+    d = rng.choice([0.0, 9_000.0, 70_000.0, 400_000.0], n)
+    w = rng.exponential(20.0, n)
+    y = model.targets(d, w).double()
+    logits, point = rng.normal(0, 1, (n, k)), rng.normal(1, 1, n)
+    raw = _raw(np.column_stack([logits, point]), d)
+    a = model.anchors.numpy()  # type: ignore[operator]
+    g = group_of_ms(d, model.log_cuts.numpy())  # type: ignore[operator]
+    dd = np.where(d > 0, d, np.expm1(10.0)) / 1000
+    b = ratio_bin(w / dd)
+    assert y[:, 1].long().tolist() == g.tolist() and y[:, 2].long().tolist() == b.tolist()
+    log_pi = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    log_a = np.log(a[g, :, b])
+    nll = -np.log(np.exp(log_pi + log_a).sum(1))
+    q = np.exp((log_a + log_pi) / model.sinkhorn_epsilon)
+    for _ in range(model.sinkhorn_iterations):
+        q = q / q.sum(0, keepdims=True) / k
+        q = q / q.sum(1, keepdims=True) / n
+    align = -(q * n * log_pi).sum(1)
+    want = np.mean(nll + align + (point - y[:, 0].numpy()) ** 2)  # targets are float32
+    assert float(model.loss(raw, y)) == pytest.approx(want, rel=1e-10)
+
+
+def test_lda_served_histogram_is_the_anchor_mixture_in_seconds() -> None:
+    model = _lda()
+    rng = np.random.default_rng(10)
+    n, k = 6, model.n_anchors
+    d = np.array([3_000.0, 9_000.0, 45_000.0, 120_000.0, 900_000.0, 0.0])
+    logits, point = rng.normal(0, 1, (n, k)), np.array([-1.0, 0.2, 1.0, 3.0, 5.0, 2.0])
+    raw = _raw(np.column_stack([logits, point]), d)
+    probs, edges, pt = (t.numpy() for t in model.served(raw))
+    pi = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    g = group_of_ms(d, model.log_cuts.numpy())  # type: ignore[operator]
+    ratio_p = np.einsum("nk,nkj->nj", pi, model.anchors.numpy()[g])  # type: ignore[operator]
+    rho = model.ratio_edges.numpy()  # type: ignore[operator]
+    e = edges[0]
+    want = np.zeros((n, e.size - 1))
+    for i in range(n):
+        secs = (d[i] if d[i] > 0 else np.expm1(10.0)) / 1000
+        for j in range(rho.size - 1):
+            law = stats.uniform(loc=rho[j] * secs, scale=(rho[j + 1] - rho[j]) * secs)
+            cdf = law.cdf(np.append(e[:-1], np.inf))
+            want[i] += ratio_p[i, j] * np.diff(cdf)
+    want = (1 - model.floor) * want + model.floor / (e.size - 1)
+    np.testing.assert_allclose(probs, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pt, np.maximum(point, 0) * SCALE)
+    dist = get_family("histogram").from_params({"probs": probs, "edges": edges, "point": pt})
+    np.testing.assert_allclose(dist.point(), model.restore(raw).numpy())
+    assert np.all(dist.mass > 0)
