@@ -1,8 +1,8 @@
 """Command line: ``python -m model_export {train,evaluate,export,report,build-all}``.
 
-- ``train --model NAME`` (``egmn`` or a baseline: vr, wlr, ziln, softmax, cread, d2q): fit on
-  the training days, early-stop (and calibrate or post-fit) on the validation day, evaluate on
-  the test day, save ``runs/NAME/checkpoint.pt`` and print the metrics table.
+- ``train --model NAME`` (``egmn`` or a baseline: vr, wlr, ziln, softmax, cread, d2q, d2co,
+  cwm, lda): fit on the training days, early-stop (and calibrate or post-fit) on the validation
+  day, evaluate on the test day, save ``runs/NAME/checkpoint.pt`` and print the metrics table.
 - ``export``: write ``models/<name>/<version>/`` (model.onnx, manifest.json, attribution) from a
   checkpoint.
 - ``evaluate``: score an exported model directory on the test day through the serving path
@@ -41,6 +41,9 @@ MODELS = (
     "am",
     "distill_softmax",
     "tpm",
+    "d2co",
+    "cwm",
+    "lda",
 )
 
 

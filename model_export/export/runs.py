@@ -27,6 +27,12 @@ BASELINE_DESCRIPTIONS = {
     "am": "Asymmetric squared loss on log(1 + seconds); spread fitted on validation",
     "distill_softmax": "Softmax buckets trained on mean-preserving soft labels; a histogram",
     "tpm": "TPM: binary tree of classifiers over quantile leaves, served as a histogram",
+    "d2co": "D2Co: interest on watch time corrected for duration bias and noise (per-duration "
+    "GMM), mapped back to seconds; normal censored at 0, spread fitted on validation",
+    "cwm": "Counterfactual watch model: exit where the rising cost of watching meets the "
+    "relevance, censored at the video's end; the exit time's survival curve",
+    "lda": "Label-distribution anchors: per-duration watch-ratio anchors weighted per row "
+    "(Sinkhorn-aligned), mapped to seconds by the row's duration; histogram + regressed point",
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from model_export.models.baseline import BaselineModel
 from model_export.models.cread import CREAD
+from model_export.models.cwm import CWM
+from model_export.models.d2co import D2Co
 from model_export.models.d2q import DurationQuantile
 from model_export.models.distill import DistilledBucketSoftmax
 from model_export.models.point import (
@@ -11,6 +13,7 @@ from model_export.models.point import (
     HuberRegression,
     RelativeHuberRegression,
 )
+from model_export.models.lda import LabelDistributionAnchors
 from model_export.models.softmax import BucketSoftmax
 from model_export.models.tpm import TreeProgressive
 from model_export.models.vr import ValueRegression
@@ -29,6 +32,9 @@ SERVED = (
     "am",
     "distill_softmax",
     "tpm",
+    "d2co",
+    "cwm",
+    "lda",
 )
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 
@@ -51,6 +57,9 @@ BASELINES: dict[str, type[BaselineModel]] = {
         AsymmetricLogRegression,
         DistilledBucketSoftmax,
         TreeProgressive,
+        D2Co,
+        CWM,
+        LabelDistributionAnchors,
     )
 }
 """Each baseline's head class, by name."""

@@ -32,6 +32,7 @@ from model_export.models.cread import CREAD, cread_thresholds
 from model_export.models.d2q import DurationGroups, DurationQuantile
 from model_export.models.distill import DistilledBucketSoftmax
 from model_export.models.point import PointRegression
+from model_export.models.duration import DurationHead, DurationInput
 from model_export.models.registry import BASELINES
 from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
 from model_export.models.tpm import TreeProgressive, tpm_edges
@@ -109,6 +110,10 @@ def build_model(
         if groups is None:
             raise ValueError("d2q needs its duration groups")
         return DurationQuantile(cards, width, **d2q_inputs(fitted, groups), **common)  # type: ignore[arg-type]
+    head = BASELINES[config.model]
+    if issubclass(head, DurationHead):
+        duration = DurationInput.from_fitted(fitted)
+        return head(cards, width, duration=duration, **common)  # type: ignore[arg-type]
     return BASELINES[config.model](cards, width, **common)
 
 
@@ -210,6 +215,12 @@ def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = Tr
 
         t_train = targets(split.train, prepared.train)
         t_val = targets(split.validation, prepared.validation)
+    elif isinstance(model, DurationHead):
+        d_train = split.train["duration_ms"].to_numpy(dtype=np.float64)
+        d_val = split.validation["duration_ms"].to_numpy(dtype=np.float64)
+        model.fit_training_days(d_train, y_train)
+        t_train = model.targets(d_train, y_train)
+        t_val = model.targets(d_val, prepared.validation.y.double().numpy())
     else:
         t_train, t_val = prepared.train.y / scale, prepared.validation.y / scale
     history = train_baseline(
@@ -224,6 +235,10 @@ def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = Tr
         with torch.no_grad():
             point = model.restore(predict_raw(model, prepared.validation)).double().numpy()
         model.fit_spread(point, prepared.validation.y.double().numpy())
+    if isinstance(model, DurationHead):
+        with torch.no_grad():
+            raw_val = predict_raw(model, prepared.validation)
+        model.fit_validation_day(raw_val, prepared.validation.y.double().numpy())
     run = BaselineRun(
         config=config,
         fitted=prepared.fitted,

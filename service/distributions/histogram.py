@@ -17,9 +17,10 @@ Rules:
   the support is unbounded, as watch time is.
 
 Mean: ``sum_j probs_j * (edges[j] + edges[j+1]) / 2``, the bucket-midpoint mean the
-baselines report. Point: the same number. Variance: within-bucket variances
-(``w_j**2/12``, and ``(w/2)**2`` for the tail) plus the spread of the bucket means,
-a sum of non-negative terms.
+baselines report. Point: the optional per-row ``point`` (n,), >= 0, when the model
+emits one (a regressor's own prediction beside its bucket masses), else the mean.
+Variance: within-bucket variances (``w_j**2/12``, and ``(w/2)**2`` for the tail) plus
+the spread of the bucket means, a sum of non-negative terms.
 
 The cumulative masses are formed once per row and normalised so the last is exactly
 1, and bucket ``j``'s CDF is capped at the next cumulative mass, so the CDF is
@@ -39,7 +40,11 @@ import numpy as np
 from service.distributions.arrays import FloatArray, IntArray, gather_rows
 from service.distributions.base import Distribution
 from service.distributions.cache import cached, cached_rows
-from service.distributions.constraints import increasing_from_zero, unnormalised_simplex
+from service.distributions.constraints import (
+    increasing_from_zero,
+    nonnegative,
+    unnormalised_simplex,
+)
 from service.distributions.params import Param, ParameterError
 
 
@@ -50,6 +55,7 @@ class Histogram(Distribution):
     arg_constraints: ClassVar[Mapping[str, Param]] = {
         "probs": Param(unnormalised_simplex, vector=True),
         "edges": Param(increasing_from_zero, vector=True, shared=True),
+        "point": Param(nonnegative, required=False),
     }
 
     def _validate(self) -> None:
@@ -104,7 +110,15 @@ class Histogram(Distribution):
         return np.broadcast_to(grid, (self.n, grid.shape[0])) if grid.ndim == 1 else grid
 
     def params(self) -> dict[str, FloatArray]:
-        return {"probs": self.mass, "edges": self._grid}
+        out = {"probs": self.mass, "edges": self._grid}
+        if "point" in self._args:
+            out["point"] = self._args["point"]
+        return out
+
+    def point(self) -> FloatArray:
+        """The model's own point when it emits one, else the mean."""
+        given = self._args.get("point")
+        return self.mean() if given is None else given
 
     # ----- moments ----------------------------------------------------------------------
 

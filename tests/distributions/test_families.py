@@ -334,6 +334,26 @@ def test_histogram_zero_buckets_and_extremes() -> None:
     assert np.isfinite(big.mean()).all()
 
 
+def test_histogram_optional_point_is_served_as_given() -> None:
+    """A per-row ``point`` changes the point only: the law, its mean and quantiles stay."""
+    edges = np.array([0.0, 1.0, 3.0, 7.0])
+    probs = np.array([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]])
+    plain = Histogram(probs=probs, edges=edges)
+    # hand case: row 0 mean 0.2 * 0.5 + 0.5 * 2 + 0.3 * 5 = 2.6 (open bucket: midpoint)
+    np.testing.assert_allclose(plain.point(), [2.6, 0.5])
+    d = get_family("histogram").from_params({"probs": probs, "edges": edges, "point": [4.25, 0]})
+    assert d.point().tolist() == [4.25, 0.0]
+    np.testing.assert_array_equal(d.mean(), plain.mean())
+    np.testing.assert_array_equal(d.icdf(np.array([0.1, 0.9])), plain.icdf(np.array([0.1, 0.9])))
+    assert d.params()["point"].tolist() == [4.25, 0.0] and "point" not in plain.params()
+    assert d.take(np.array([1])).point().tolist() == [0.0]
+    assert type(d).from_params(d.params()).point().tolist() == [4.25, 0.0]
+    assert "point" in type(d).optional_params and "point" not in type(d).required_params
+    for bad in ([-1.0, 0.0], [1.0], [np.nan, 1.0], [[1.0], [2.0]]):
+        with pytest.raises(ParameterError):
+            get_family("histogram").from_params({"probs": probs, "edges": edges, "point": bad})
+
+
 def test_histogram_shared_and_per_row_edges_agree() -> None:
     rng = np.random.default_rng(5)
     n, b = 7, 5
