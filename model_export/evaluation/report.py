@@ -47,7 +47,23 @@ from model_export.evaluation.tables import (
 from model_export.training.baselines import BaselineRun
 from service.versions import highest_version_dir
 
-REPORT_ORDER = ("egmn", "vr", "wlr", "ziln", "softmax", "cread", "d2co", "cwm", "lda", "d2q")
+REPORT_ORDER = (
+    "egmn",
+    "vr",
+    "wlr",
+    "ziln",
+    "softmax",
+    "cread",
+    "huber",
+    "huberpp",
+    "am",
+    "distill_softmax",
+    "tpm",
+    "d2co",
+    "cwm",
+    "lda",
+    "d2q",
+)
 
 
 def _json_safe(value: object) -> object:

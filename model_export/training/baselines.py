@@ -31,8 +31,8 @@ from model_export.models.baseline import BaselineModel, ServingBaseline
 from model_export.models.cread import CREAD, cread_thresholds
 from model_export.models.d2q import DurationGroups, DurationQuantile
 from model_export.models.distill import DistilledBucketSoftmax
-from model_export.models.point import PointRegression
 from model_export.models.duration import DurationHead, DurationInput
+from model_export.models.point import PointRegression
 from model_export.models.registry import BASELINES
 from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
 from model_export.models.tpm import TreeProgressive, tpm_edges
