@@ -62,6 +62,7 @@ def headline_table(models: Sequence[Scored]) -> str:
         *(h for _, h, _ in HEADLINE),
         "train (s)",
         "train CPU (s)",
+        "ONNX MB",
         "ONNX rows/s",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -70,8 +71,25 @@ def headline_table(models: Sequence[Scored]) -> str:
         cells += [_fmt(m.overall.get(k), k) for k, _, _ in HEADLINE]
         cells.append("-" if m.train_seconds is None else f"{m.train_seconds:.0f}")
         cells.append("-" if m.train_cpu_seconds is None else f"{m.train_cpu_seconds:.0f}")
+        cells.append("-" if m.onnx_mb is None else f"{m.onnx_mb:.2f}")
         cells.append("-" if m.rows_per_s is None else f"{m.rows_per_s:,.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paper_table(models: Sequence[Scored], first: str = "vr") -> str:
+    """MAE and XAUC of the point only, ``first`` on top and then from the worst MAE to the
+    best: the form the label-distribution (LDA) and generative-regression (GR) papers report
+    their KuaiRand figures in, so that ours can be read beside theirs."""
+    ranked = sorted(
+        (m for m in models if m.name != first),
+        key=lambda m: -m.overall.get("mae_point", math.inf),
+    )
+    head = [m for m in models if m.name == first]
+    lines = ["| model | MAE | XAUC |", "|---|---|---|"]
+    for m in [*head, *ranked]:
+        mae, xauc = m.overall.get("mae_point"), m.overall.get("xauc_point")
+        lines.append(f"| {m.name} | {_fmt(mae, 'mae_point')} | {_fmt(xauc, 'xauc_point')} |")
     return "\n".join(lines)
 
 

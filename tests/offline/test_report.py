@@ -15,7 +15,7 @@ from model_export.data.prepared import prepare_split
 from model_export.evaluation import report as evaluation
 from model_export.evaluation.runs import manifest_evaluation, run_baseline
 from model_export.evaluation.scoring import DURATION_GROUPS, Scored, duration_group
-from model_export.evaluation.tables import best_of, verdicts
+from model_export.evaluation.tables import best_of, paper_table, verdicts
 from model_export.export.runs import write_baseline
 from model_export.training.config import BaselineConfig
 from tests.support import ROOT
@@ -89,3 +89,14 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
     for png in ("distributions", "reliability", "egmn_mixture"):
         data = (reports_dir / f"evaluation_{png}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_papers_table_puts_vr_first_then_the_worst_mae_to_the_best() -> None:
+    def scored(name: str, mae: float, xauc: float) -> Scored:
+        point = np.zeros(1)
+        return Scored(name, "normal", None, point, overall={"mae_point": mae, "xauc_point": xauc})
+
+    models = [scored("egmn", 18.9, 0.67), scored("vr", 22.4, 0.64), scored("ziln", 24.4, 0.65)]
+    rows = paper_table(models).splitlines()[2:]
+    assert [r.split("|")[1].strip() for r in rows] == ["vr", "ziln", "egmn"]
+    assert rows[1] == "| ziln | 24.400 | 0.6500 |"
