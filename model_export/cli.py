@@ -25,26 +25,10 @@ import time
 from pathlib import Path
 
 from model_export.data.kuairand import DEFAULT_DATA_DIR
+from model_export.models.names import TRAINABLE
 
 ROOT = Path(__file__).resolve().parent.parent
-# The names of model_export.models.registry.ALL, spelled out so that --help needs no torch.
-MODELS = (
-    "egmn",
-    "vr",
-    "wlr",
-    "ziln",
-    "softmax",
-    "cread",
-    "d2q",
-    "huber",
-    "huberpp",
-    "am",
-    "distill_softmax",
-    "tpm",
-    "d2co",
-    "cwm",
-    "lda",
-)
+MODELS = TRAINABLE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -45,26 +45,11 @@ from model_export.evaluation.tables import (
     paper_table,
     verdicts,
 )
+from model_export.models.names import SERVED
 from model_export.training.baselines import BaselineRun
 from service.versions import highest_version_dir
 
-REPORT_ORDER = (
-    "egmn",
-    "vr",
-    "wlr",
-    "ziln",
-    "softmax",
-    "cread",
-    "huber",
-    "huberpp",
-    "am",
-    "distill_softmax",
-    "tpm",
-    "d2co",
-    "cwm",
-    "lda",
-    "d2q",
-)
+REPORT_ORDER = ("egmn", *SERVED)
 
 
 def _json_safe(value: object) -> object:

@@ -14,34 +14,12 @@ from model_export.models.point import (
     RelativeHuberRegression,
 )
 from model_export.models.lda import LabelDistributionAnchors
+from model_export.models.names import ALL, OFFLINE, SERVED
 from model_export.models.softmax import BucketSoftmax
 from model_export.models.tpm import TreeProgressive
 from model_export.models.vr import ValueRegression
 from model_export.models.wlr import WeightedLogistic
 from model_export.models.ziln import ZeroInflatedLognormal
-
-SERVED = (
-    "vr",
-    "wlr",
-    "ziln",
-    "softmax",
-    "cread",
-    "d2q",
-    "huber",
-    "huberpp",
-    "am",
-    "distill_softmax",
-    "tpm",
-    "d2co",
-    "cwm",
-    "lda",
-)
-"""Baselines exported to ``models/<name>/1`` and served by their family."""
-
-OFFLINE: tuple[str, ...] = ()
-"""Baselines with no density of their own: point metrics only, not exported."""
-
-ALL = (*SERVED, *OFFLINE)
 
 BASELINES: dict[str, type[BaselineModel]] = {
     cls.name: cls
@@ -63,3 +41,5 @@ BASELINES: dict[str, type[BaselineModel]] = {
     )
 }
 """Each baseline's head class, by name."""
+
+__all__ = ["ALL", "BASELINES", "OFFLINE", "SERVED"]

@@ -459,3 +459,11 @@ def test_built_baseline_reproduces_its_manifest(split: object, name: str) -> Non
     got = evaluate_distribution(dist, labels(test))
     for key, value in model.manifest.evaluation.metrics.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+
+
+def test_every_named_baseline_has_a_head_and_every_head_a_name() -> None:
+    from model_export.models.names import ALL
+    from model_export.models.registry import BASELINES
+
+    assert sorted(BASELINES) == sorted(ALL)
+    assert len(set(ALL)) == len(ALL)
