@@ -68,6 +68,11 @@ class SessionConfig:
         # share of a request is small), so they sleep instead.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # onnxruntime's CPU arena keeps, per session, the largest batch's buffers for good:
+        # with 16 model versions each run once at 2048 rows a worker grew from 131 to 471 MB,
+        # against 199 MB without it, at the same speed from 64 rows up (about 20 us more
+        # on a 1-row run).
+        options.enable_cpu_mem_arena = False
         return options
 
 
