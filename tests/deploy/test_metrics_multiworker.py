@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def _per_worker_requests(directory: Path) -> dict[str, float]:
     return counts
 
 
+def _wait_for_workers(directory: Path, workers: int, timeout: float) -> None:
+    """Until each worker has written its series: ``/readyz`` answers once one worker is
+    ready, and another may still be loading its models (each one's series at zero)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(_per_worker_requests(directory)) == workers:
+                return
+        except AssertionError:  # a worker's file without the series yet
+            pass
+        assert time.monotonic() < deadline, f"{workers} workers not ready in {timeout} s"
+        time.sleep(0.2)
+
+
 def test_two_workers_add_up(tmp_path: Path) -> None:
     directory = tmp_path / "metrics"
     directory.mkdir()
@@ -64,6 +79,7 @@ def test_two_workers_add_up(tmp_path: Path) -> None:
     service = Service("--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
     try:
         service.wait_ready(timeout=120)
+        _wait_for_workers(directory, 2, timeout=120)
         n = 4
         body = orjson.dumps({"features": request_rows(n)[0]})
         sent = 0
