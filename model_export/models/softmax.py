@@ -21,6 +21,17 @@ def exponential_bucket_edges(
     return [0.0, *np.geomspace(first, top, n_buckets).tolist()]
 
 
+def bucket_index(edges_s: torch.Tensor, y: torch.Tensor, label_scale: float) -> torch.Tensor:
+    """The histogram family's bucket of labels ``y`` in scaled units: the number of interior
+    edges at or below the label."""
+    return torch.searchsorted(edges_s[1:-1] / label_scale, y.contiguous(), right=True)
+
+
+def bucket_midpoints(edges_s: torch.Tensor) -> torch.Tensor:
+    """Each bucket's midpoint in seconds (the open last bucket's nominal one)."""
+    return 0.5 * (edges_s[1:] + edges_s[:-1])
+
+
 class BucketSoftmax(BaselineModel):
     """``softmax``: classification over exponentially growing watch-time buckets.
 
@@ -46,16 +57,14 @@ class BucketSoftmax(BaselineModel):
     def bucket_of(self, y: torch.Tensor) -> torch.Tensor:
         """Bucket index of labels in scaled units."""
         edges: torch.Tensor = self.edges_s  # type: ignore[assignment]
-        inner = edges[1:-1] / self.label_scale
-        return torch.searchsorted(inner, y.contiguous(), right=True)
+        return bucket_index(edges, y, self.label_scale)
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(raw, self.bucket_of(y))
 
     def restore(self, raw: torch.Tensor) -> torch.Tensor:
         edges: torch.Tensor = self.edges_s  # type: ignore[assignment]
-        mid = 0.5 * (edges[1:] + edges[:-1])
-        return (torch.softmax(raw, dim=1) * mid).sum(dim=1)
+        return (torch.softmax(raw, dim=1) * bucket_midpoints(edges)).sum(dim=1)
 
     def served(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         edges: torch.Tensor = self.edges_s  # type: ignore[assignment]

@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from model_export.models.baseline import BaselineModel, per_row
+from model_export.models.softmax import bucket_index, bucket_midpoints
 
 
 def tpm_edges(y: np.ndarray, n_leaves: int = 16, min_gap: float = 0.1) -> list[float]:
@@ -101,12 +102,12 @@ class TreeProgressive(BaselineModel):
     def centres_s(self) -> torch.Tensor:
         """Leaf centres in seconds (bucket midpoints; the open leaf's nominal midpoint)."""
         edges: torch.Tensor = self.edges_s  # type: ignore[assignment]
-        return 0.5 * (edges[1:] + edges[:-1])
+        return bucket_midpoints(edges)
 
     def leaf_of(self, y: torch.Tensor) -> torch.Tensor:
         """Leaf index of labels in scaled units (the histogram family's bucket rule)."""
         edges: torch.Tensor = self.edges_s  # type: ignore[assignment]
-        return torch.searchsorted(edges[1:-1] / self.label_scale, y.contiguous(), right=True)
+        return bucket_index(edges, y, self.label_scale)
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logp = self.log_leaf_probs(raw)
