@@ -40,7 +40,6 @@ import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -51,6 +50,7 @@ from service.errors import DeadlineExceeded, FeatureError, QueueFull
 from service.runtime.model import ModelRuntime
 from service.runtime.postprocess import Params
 from service.runtime.prediction import Prediction, PredictOptions
+from service.runtime.worker import WorkerThread
 
 
 @dataclass(frozen=True)
@@ -61,39 +61,6 @@ class BatchConfig:
     max_batch_rows: int = 256
     max_queue_delay_s: float = 0.002
     max_queue_rows: int = 50_000
-
-
-class WorkerThread:
-    """The one thread of a process that encodes, runs and post-processes batches.
-
-    Started on first use, and again after a shutdown (an app whose lifespan is entered
-    twice, as test clients do).
-    """
-
-    def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
-        self._runner: ThreadPoolExecutor | None = None
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        """The thread of all numpy work: encoding and post-processing."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="watchtime-batch")
-        return self._executor
-
-    @property
-    def runner(self) -> ThreadPoolExecutor:
-        """The thread that waits on onnxruntime (which runs without the GIL)."""
-        if self._runner is None:
-            self._runner = ThreadPoolExecutor(1, thread_name_prefix="watchtime-ort")
-        return self._runner
-
-    def shutdown(self, wait: bool) -> None:
-        executor, self._executor = self._executor, None
-        runner, self._runner = self._runner, None
-        for pool in (executor, runner):
-            if pool is not None:
-                pool.shutdown(wait=wait)
 
 
 @dataclass(eq=False)
