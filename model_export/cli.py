@@ -10,6 +10,8 @@
 - ``report``: score every shipped model directory (and D2Q's run) on the test day and write
   ``reports/evaluation.md``, ``evaluation.json`` and the plots.
 - ``build-all``: rebuild every shipped model and the reports (what ``make models`` runs).
+- ``seeds``: every report model trained again with seeds 1 and 2 and scored through the
+  serving path; ``reports/seeds.json``, from which the report prints each figure's spread.
 - ``tune``: EGMN configurations scored on the validation day beside the shipped models
   (``--config NAME`` trains one, ``--shipped`` scores the model directories, ``--table``
   writes ``reports/tuning.md``); see ``model_export.evaluation.tuning``.
@@ -68,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
         build.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
         build.add_argument("--quiet", action="store_true")
 
+    seeds = sub.add_parser("seeds", help="train every report model with other seeds")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    seeds.add_argument("--models", nargs="+", choices=MODELS, default=None, help="default: all")
+    seeds.add_argument("--redo", action="store_true", help="retrain runs already recorded")
+    seeds.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    seeds.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    seeds.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
+    seeds.add_argument("--quiet", action="store_true")
+
     tune = sub.add_parser("tune", help="EGMN configurations on the validation day")
     tune.add_argument("--config", default=None, help="train one named configuration")
     tune.add_argument("--shipped", action="store_true", help="score the shipped models")
@@ -96,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         commands.evaluate(args)
     elif args.command == "tune":
         commands.tune(args)
+    elif args.command == "seeds":
+        commands.seeds(args)
     elif args.command == "report":
         commands.report(args)
     else:

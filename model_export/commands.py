@@ -148,7 +148,10 @@ def report(
     split = split_by_day(load_joined(args.data_dir))
     if d2q is None and highest_version_dir(args.models_dir / "d2q") is None:
         d2q = _d2q_run(args.runs_dir, args.data_dir, args.quiet)
-    inputs = evaluation.collect(args.models_dir, split, d2q)
+    from model_export.evaluation import seeds as seed_figures
+
+    seed_runs = seed_figures.load(args.reports_dir / seed_figures.SEEDS_FILE)
+    inputs = evaluation.collect(args.models_dir, split, d2q, seed_runs=seed_runs)
     path = evaluation.write_report(args.reports_dir, inputs, args.models_dir, build_seconds=build_s)
     print(f"wrote {path}")
     print(headline_table(inputs.models))
@@ -240,3 +243,45 @@ def tune(args: argparse.Namespace) -> None:
         path = args.reports_dir / "tuning.md"
         winner = tuning.write_tuning_report(path, shipped, results, budget)
         print(f"wrote {path}; chosen: {winner}")
+
+
+def seeds(args: argparse.Namespace) -> None:
+    """Every report model trained again with other seeds, scored through the serving path;
+    the figures go to reports/seeds.json (see :mod:`model_export.evaluation.seeds`)."""
+    from model_export.evaluation import seeds as seed_figures
+    from model_export.evaluation.report import REPORT_ORDER
+    from model_export.evaluation.tuning import SERVED as TUNED
+    from model_export.evaluation.tuning import config_of
+
+    names = args.models or list(REPORT_ORDER)
+    prepared = prepare(args.data_dir)
+    split = split_by_day(load_joined(args.data_dir))
+    path = args.reports_dir / seed_figures.SEEDS_FILE
+    runs = seed_figures.load(path)
+    for seed in args.seeds:
+        for name in names:
+            if not args.redo and str(seed) in runs.get(name, {}):
+                print(f"{name} seed {seed}: already in {path}")
+                continue
+            out = args.runs_dir / "seeds" / str(seed) / name / "1"
+            start = time.perf_counter()
+            if name == "egmn":
+                config = dataclasses.replace(config_of(TUNED), seed=seed)
+                _write(run_egmn(prepared, config, progress=not args.quiet), out, "1", {})
+            else:
+                config_b = BaselineConfig(model=name, seed=seed)
+                _write_baseline(
+                    run_baseline(prepared, config_b, progress=not args.quiet), out, "1", {}
+                )
+            seconds = time.perf_counter() - start
+            figures = seed_figures.figures_of(out, split)
+            figures["train_seconds"] = round(seconds, 1)
+            runs.setdefault(name, {})[str(seed)] = figures
+            seed_figures.save(path, runs, split.test_date)
+            overall = figures["overall"]
+            assert isinstance(overall, dict)
+            print(
+                f"{name} seed {seed}: {seconds:.0f} s; MAE {overall.get('mae_point')}, XAUC "
+                f"{overall.get('xauc_point')}, CRPS {overall.get('crps')}",
+                flush=True,
+            )

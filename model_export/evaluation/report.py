@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,15 @@ from model_export.evaluation.scoring import (
     score_d2q,
     score_exported,
 )
+from model_export.evaluation.seeds import Figures, spread
 from model_export.evaluation.tables import (
     GROUP_COLUMNS,
+    HEADLINE,
     group_table,
     headline_table,
     label_table,
     paper_table,
+    seed_values,
     verdicts,
 )
 from model_export.models.names import SERVED
@@ -50,6 +53,13 @@ from model_export.training.baselines import BaselineRun
 from service.versions import highest_version_dir
 
 REPORT_ORDER = ("egmn", *SERVED)
+
+SEEDS_TEXT = (
+    "Each figure is the shipped model's (seed 0, what the service answers with); `±x` beside it "
+    "is half the range of that figure over the model's seeds (column `seeds`: the shipped one "
+    "and those of `python -m model_export seeds`, in `seeds.json`). Two models whose seed "
+    "ranges overlap in a column are tied there: neither is ahead beyond what a new seed moves."
+)
 
 
 def _json_safe(value: object) -> object:
@@ -77,6 +87,9 @@ def write_json(path: Path, inputs: Inputs) -> None:
                 "overall": _json_safe(m.overall),
                 "by_duration": _json_safe(m.groups),
                 "nll_by_label_range": _json_safe(m.nll_by_label),
+                "seeds": 1 + len(m.seed_runs),
+                "seed_values": {k: seed_values(m, k) for k, _, _ in HEADLINE},
+                "seed_half_range": {k: spread(seed_values(m, k)) for k, _, _ in HEADLINE},
             }
             for m in inputs.models
         },
@@ -100,6 +113,8 @@ def write_markdown(
         inputs.window_text,
         "",
         f"## Test day {inputs.test_date} ({inputs.y.size} impressions)",
+        "",
+        SEEDS_TEXT,
         "",
         headline_table(inputs.models),
         "",
@@ -167,9 +182,11 @@ def collect(
     d2q: BaselineRun | None,
     names: Sequence[str] = REPORT_ORDER,
     measure_speed: bool = True,
+    seed_runs: Mapping[str, Mapping[str, Figures]] | None = None,
 ) -> Inputs:
     """Score each model's served directory (``models_dir/<name>/<highest version>``); D2Q from
-    its run ``d2q`` when it has no directory."""
+    its run ``d2q`` when it has no directory. ``seed_runs`` (``reports/seeds.json``) are the
+    same models' figures with other seeds, shown as each figure's spread."""
     test = split.test
     y = labels(test)
     duration = test["duration_ms"].to_numpy(dtype=np.float64)
@@ -183,6 +200,7 @@ def collect(
             models.append(score_d2q(d2q, split))
     for m in models:
         score(m, y, group)
+        m.seed_runs = {k: dict(v) for k, v in (seed_runs or {}).get(m.name, {}).items()}
     reference = evaluate_point(per_video_median(split.train, test), y)
     fairness = FAIRNESS.format(
         train=f"{split.train_dates[0]}-{split.train_dates[-1]}",

@@ -80,6 +80,8 @@ class Scored:
     overall: dict[str, float] = field(default_factory=dict)
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     nll_by_label: dict[str, float] = field(default_factory=dict)
+    seed_runs: dict[str, dict[str, object]] = field(default_factory=dict)
+    """The same model trained with other seeds: seed -> figures (``reports/seeds.json``)."""
 
 
 def score(scored: Scored, y: np.ndarray, group: np.ndarray, threshold_s: float = 3.0) -> None:

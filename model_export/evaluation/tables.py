@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from model_export.evaluation.scoring import DURATION_GROUPS, LABEL_RANGES, Scored
+from model_export.evaluation.seeds import spread, tie, values
 
 # (key, header, lower is better): the headline columns, in order.
 HEADLINE: tuple[tuple[str, str, bool], ...] = (
@@ -32,6 +33,46 @@ def _fmt(value: float | None, key: str = "") -> str:
     if key.startswith("mae") or key == "crps":
         return f"{value:.3f}"
     return f"{value:.4f}"
+
+
+def seed_values(m: Scored, key: str, group: str | None = None) -> list[float]:
+    """A figure of the shipped model and of its other seeds' runs."""
+    shipped = m.overall.get(key) if group is None else m.groups.get(group, {}).get(key)
+    return values(shipped, m.seed_runs, key, group)
+
+
+def _with_spread(m: Scored, key: str, group: str | None = None) -> str:
+    """The shipped figure, then half the range over the seeds when there are several."""
+    shipped = m.overall.get(key) if group is None else m.groups.get(group, {}).get(key)
+    text = _fmt(shipped, key)
+    half = spread(seed_values(m, key, group))
+    if half is None or text == "-":
+        return text
+    return f"{text} ±{_fmt(half, key)}"
+
+
+def _distance(key: str) -> Callable[[float], float]:
+    """What is compared in a column: the value, or a coverage's distance to its level,
+    negated where higher is better so that lower is always better."""
+    if key in COVERAGE_KEYS:
+        level = COVERAGE_KEYS[key]
+        return lambda v: abs(v - level)
+    lower = next(low for k, _, low in HEADLINE if k == key)
+    return (lambda v: v) if lower else (lambda v: -v)
+
+
+def ties_with(models: Sequence[Scored], key: str, best: str) -> list[str]:
+    """The models whose seed range in column ``key`` overlaps the best one's: not behind it
+    beyond the seed noise."""
+    winner = next(m for m in models if m.name == best)
+    ref = seed_values(winner, key)
+    out = []
+    for m in models:
+        if m.name == best:
+            continue
+        if tie(ref, seed_values(m, key), _distance(key)):
+            out.append(m.name)
+    return out
 
 
 def _better(key: str, a: float, b: float) -> bool:
@@ -60,6 +101,7 @@ def headline_table(models: Sequence[Scored]) -> str:
         "model",
         "family",
         *(h for _, h, _ in HEADLINE),
+        "seeds",
         "train (s)",
         "train CPU (s)",
         "ONNX MB",
@@ -68,7 +110,8 @@ def headline_table(models: Sequence[Scored]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in models:
         cells = [m.name, m.family or "- (offline)"]
-        cells += [_fmt(m.overall.get(k), k) for k, _, _ in HEADLINE]
+        cells += [_with_spread(m, k) for k, _, _ in HEADLINE]
+        cells.append(str(1 + len(m.seed_runs)))
         cells.append("-" if m.train_seconds is None else f"{m.train_seconds:.0f}")
         cells.append("-" if m.train_cpu_seconds is None else f"{m.train_cpu_seconds:.0f}")
         cells.append("-" if m.onnx_mb is None else f"{m.onnx_mb:.2f}")
@@ -88,8 +131,8 @@ def paper_table(models: Sequence[Scored], first: str = "vr") -> str:
     head = [m for m in models if m.name == first]
     lines = ["| model | MAE | XAUC |", "|---|---|---|"]
     for m in [*head, *ranked]:
-        mae, xauc = m.overall.get("mae_point"), m.overall.get("xauc_point")
-        lines.append(f"| {m.name} | {_fmt(mae, 'mae_point')} | {_fmt(xauc, 'xauc_point')} |")
+        mae, xauc = _with_spread(m, "mae_point"), _with_spread(m, "xauc_point")
+        lines.append(f"| {m.name} | {mae} | {xauc} |")
     return "\n".join(lines)
 
 
@@ -100,7 +143,7 @@ def group_table(models: Sequence[Scored], key: str) -> str:
     header = ["model", *(f"{g} ({int(counts[g]['rows'])})" if g in counts else g for g in labels_)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in models:
-        cells = [m.name] + [_fmt(m.groups.get(g, {}).get(key), key) for g in labels_]
+        cells = [m.name] + [_with_spread(m, key, g) for g in labels_]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,21 +162,27 @@ def label_table(models: Sequence[Scored], y: np.ndarray) -> str:
 
 
 def verdicts(models: Sequence[Scored], reference: str = "egmn") -> list[str]:
-    """One line per headline column: who is best, and whether EGMN is."""
+    """One line per headline column: who is best, who is inside its seed range (a tie) and
+    where EGMN stands."""
     out = []
     for key, header, _ in HEADLINE:
         best = best_of(models, key)
         if best is None:
             continue
+        winner = next(m for m in models if m.name == best)
+        tied = ties_with(models, key, best)
+        figure = _with_spread(winner, key)
         egmn = next((m for m in models if m.name == reference), None)
         if best == reference:
-            out.append(f"- {header}: EGMN is best.")
-        elif egmn is not None and key in egmn.overall:
-            winner = next(m for m in models if m.name == best)
-            out.append(
-                f"- {header}: **{best} wins** ({_fmt(winner.overall[key], key)} vs EGMN "
-                f"{_fmt(egmn.overall[key], key)})."
-            )
+            line = f"- {header}: EGMN is best ({figure})"
+        else:
+            line = f"- {header}: **{best} is best** ({figure})"
+        if tied:
+            line += "; tied within the seed spread: " + ", ".join(tied)
+        if best != reference and egmn is not None and key in egmn.overall:
+            verdict = "a tie" if reference in tied else "behind beyond the seed spread"
+            line += f"; EGMN {_with_spread(egmn, key)}, {verdict}"
+        out.append(line + ".")
     return out
 
 

@@ -13,9 +13,16 @@ import pytest
 from model_export.data import load_joined, split_by_day
 from model_export.data.prepared import prepare_split
 from model_export.evaluation import report as evaluation
+from model_export.evaluation import seeds as seed_figures
 from model_export.evaluation.runs import manifest_evaluation, run_baseline
 from model_export.evaluation.scoring import DURATION_GROUPS, Scored, duration_group
-from model_export.evaluation.tables import best_of, paper_table, verdicts
+from model_export.evaluation.tables import (
+    best_of,
+    headline_table,
+    paper_table,
+    ties_with,
+    verdicts,
+)
 from model_export.export.runs import write_baseline
 from model_export.training.config import BaselineConfig
 from tests.support import ROOT
@@ -41,8 +48,46 @@ def test_verdicts_name_a_baseline_that_wins_a_column() -> None:
     assert best_of(models, "xauc_point") == "egmn"
     assert best_of(models, "coverage_0.5") == "egmn"  # closest to the level wins
     lines = "\n".join(verdicts(models))
-    assert "MAE point (s): **d2q wins** (18.500 vs EGMN 19.000)" in lines
-    assert "XAUC point: EGMN is best." in lines
+    assert "MAE point (s): **d2q is best** (18.500); EGMN 19.000, behind beyond" in lines
+    assert "XAUC point: EGMN is best (0.6600)." in lines
+
+
+def test_a_difference_inside_the_seed_ranges_is_a_tie() -> None:
+    # EGMN's seeds span MAE 18.9-19.3 and d2q's 18.5-19.0: the ranges overlap, so d2q's
+    # better shipped MAE is a tie; on XAUC EGMN's worst seed (0.668) beats d2q's best
+    # (0.665), so EGMN is ahead beyond the spread.
+    egmn = _scored("egmn", mae_point=19.0, xauc_point=0.670)
+    egmn.seed_runs = {
+        "1": {"overall": {"mae_point": 18.9, "xauc_point": 0.668}},
+        "2": {"overall": {"mae_point": 19.3, "xauc_point": 0.672}},
+    }
+    d2q = _scored("d2q", mae_point=18.5, xauc_point=0.660)
+    d2q.seed_runs = {
+        "1": {"overall": {"mae_point": 19.0, "xauc_point": 0.665}},
+        "2": {"overall": {"mae_point": 18.7, "xauc_point": 0.663}},
+    }
+    far = _scored("vr", mae_point=22.0, xauc_point=0.64)
+    models = [egmn, d2q, far]
+    assert ties_with(models, "mae_point", "d2q") == ["egmn"]
+    assert ties_with(models, "xauc_point", "egmn") == []
+    lines = "\n".join(verdicts(models))
+    assert "**d2q is best** (18.500 ±0.250); tied within the seed spread: egmn" in lines
+    assert "EGMN 19.000 ±0.200, a tie." in lines
+    assert "XAUC point: EGMN is best (0.6700 ±0.0020)." in lines
+    table = headline_table(models)
+    assert "| egmn | x | 19.000 ±0.200 | 0.6700 ±0.0020 |" in table
+    assert "| vr | x | 22.000 | 0.6400 |" in table  # one seed: no spread
+
+
+def test_coverage_ties_compare_distances_to_the_level() -> None:
+    # 0.47 and 0.53 are equally far from 0.5; 0.45-0.46 is further than 0.52-0.53.
+    a = _scored("egmn", **{"coverage_0.5": 0.47})
+    a.seed_runs = {"1": {"overall": {"coverage_0.5": 0.48}}}
+    b = _scored("d2q", **{"coverage_0.5": 0.53})
+    b.seed_runs = {"1": {"overall": {"coverage_0.5": 0.52}}}
+    c = _scored("vr", **{"coverage_0.5": 0.45})
+    c.seed_runs = {"1": {"overall": {"coverage_0.5": 0.46}}}
+    assert ties_with([a, b, c], "coverage_0.5", "egmn") == ["d2q"]
 
 
 @pytest.mark.slow
@@ -63,8 +108,16 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
         evaluation_block = manifest_evaluation(run.window, run.metrics, {})
         write_baseline(run, models_dir / name / "1", "1", evaluation_block)
     d2q = run_baseline(prepared, BaselineConfig(model="d2q", **small), progress=False)  # type: ignore[arg-type]
+    # VR once more with another seed, as `python -m model_export seeds` does it.
+    other = run_baseline(prepared, BaselineConfig(model="vr", seed=1, **small), progress=False)  # type: ignore[arg-type]
+    seed_dir = tmp_path / "seeds" / "1" / "vr" / "1"
+    write_baseline(other, seed_dir, "1", manifest_evaluation(other.window, other.metrics, {}))
+    seeds_path = tmp_path / "seeds.json"
+    seed_figures.save(seeds_path, {"vr": {"1": seed_figures.figures_of(seed_dir, split)}}, None)
+    seed_runs = seed_figures.load(seeds_path)
+    assert seed_runs["vr"]["1"]["overall"]["mae_point"] == pytest.approx(other.metrics["mae_point"])
 
-    inputs = evaluation.collect(models_dir, split, d2q)
+    inputs = evaluation.collect(models_dir, split, d2q, seed_runs=seed_runs)
     assert [m.name for m in inputs.models] == ["egmn", "vr", "softmax", "d2q"]
     path = evaluation.write_report(reports_dir, inputs, models_dir, notes="tiny", build_seconds=1.0)
 
@@ -72,12 +125,16 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
     for name in ("egmn", "vr", "softmax", "d2q"):
         assert f"\n| {name} | " in text
     assert "| d2q | quantile |" in text
+    vr_mae = sorted([other.metrics["mae_point"], doc_mae := inputs.models[1].overall["mae_point"]])
+    half = (vr_mae[1] - vr_mae[0]) / 2
+    assert f"| vr | normal | {doc_mae:.3f} ±{half:.3f} |" in text
     assert "### Who wins each column" in text and "## By video duration" in text
     assert text.count("![") == 3
     doc = json.loads((reports_dir / "evaluation.json").read_text())
     assert doc["rows"] == 1_200 and set(doc["models"]) == {"egmn", "vr", "softmax", "d2q"}
     egmn = doc["models"]["egmn"]
     assert egmn["family"] == "egm" and egmn["onnx_rows_per_s"] > 0
+    assert egmn["seeds"] == 1 and doc["models"]["vr"]["seeds"] == 2
     assert egmn["overall"]["crps"] > 0 and "nll_positive" in egmn["overall"]
     assert set(egmn["by_duration"]) <= {g for g, _, _ in DURATION_GROUPS}
     rows = sum(g["rows"] for g in egmn["by_duration"].values())
