@@ -15,7 +15,7 @@ import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -124,7 +124,69 @@ class NumericFeature(_Strict):
         return f"{self.name}__missing"
 
 
-FeatureSpec = Annotated[CategoricalFeature | NumericFeature, Field(discriminator="kind")]
+class LookupFeature(_Strict):
+    """A numeric input looked up by id in a table shipped beside the model: one float32
+    column of the ``numeric`` tensor (two with the unseen indicator).
+
+    The history features: a statistic of the views of the same user (video, author) on the
+    days up to the manifest's ``history.cutoff_date``, read from the table ``table`` of the
+    file ``history.file`` by the id in the request column ``source``, so that a client sends
+    nothing beyond the ids it already sends. Pipeline: the id's row of the table (binary search
+    in its sorted ids); an id not in the table, or a missing id (null, NaN), gets ``default``
+    (the statistic of an id with no views: the global value the table's statistics are
+    smoothed towards, 0 for the count) and, with ``unseen_indicator``, 1.0 in the extra column
+    ``<name>__unseen``; then ``log1p(max(x, 0))`` when ``log1p``; then ``(x - mean) / std``.
+    A value that is not finite (offline only: rows of a day with no earlier day) becomes
+    ``fill``. Ids of the wrong type are errors, as for a categorical id.
+    """
+
+    kind: Literal["lookup"] = "lookup"
+    name: str
+    source: str = Field(description="raw request column holding the id")
+    table: str = Field(description="table of the history file, keyed by the source's ids")
+    statistic: str = Field(description="column of that table")
+    default: float = Field(allow_inf_nan=False, description="raw value of an unseen or missing id")
+    log1p: bool = False
+    mean: float
+    std: float = Field(gt=0.0)
+    fill: float = 0.0
+    unseen_indicator: bool = False
+
+    @property
+    def indicator_name(self) -> str:
+        """Column name of the unseen-id indicator in the numeric tensor."""
+        return f"{self.name}__unseen"
+
+
+FeatureSpec = Annotated[
+    CategoricalFeature | NumericFeature | LookupFeature, Field(discriminator="kind")
+]
+
+
+class LookupTable(_Strict):
+    """One table of the history file: its row count and its statistic columns."""
+
+    rows: int = Field(ge=0)
+    statistics: list[str]
+
+
+class HistoryTables(_Strict):
+    """The id-keyed tables the lookup features read, frozen at export.
+
+    ``file`` (in the model directory, an ``.npz`` of plain arrays) holds for each table
+    ``<table>.ids`` (sorted distinct int64 ids) and ``<table>.<statistic>`` (float32, one per
+    id: the numeric tensor is float32, so more digits would buy nothing and double the file).
+    ``cutoff_date`` is the last day (yyyymmdd) whose views the tables hold: requests are
+    answered with the history as of the end of that day.
+    """
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_\-]+\.npz$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    cutoff_date: int
+    prior_views: float = Field(
+        ge=0.0, description="pseudo-views at the global value each statistic is smoothed with"
+    )
+    tables: dict[str, LookupTable]
 
 
 class InputTensor(_Strict):
@@ -192,6 +254,9 @@ class Manifest(_Strict):
     )
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     attribution: Attribution
+    history: HistoryTables | None = Field(
+        default=None, description="the tables the lookup features read (absent without them)"
+    )
 
     @model_validator(mode="after")
     def _check_columns(self) -> Manifest:
@@ -202,9 +267,14 @@ class Manifest(_Strict):
         for f in self.features:
             if isinstance(f, CategoricalFeature):
                 produced[f.name] = "int64"
-            else:
+            elif isinstance(f, NumericFeature):
                 produced[f.name] = "float32"
                 if f.missing_indicator:
+                    produced[f.indicator_name] = "float32"
+            else:
+                self._check_lookup(f)
+                produced[f.name] = "float32"
+                if f.unseen_indicator:
                     produced[f.indicator_name] = "float32"
         used: list[str] = []
         for tensor in self.inputs:
@@ -218,13 +288,31 @@ class Manifest(_Strict):
             raise ValueError("every feature column must feed exactly one input tensor position")
         return self
 
+    def _check_lookup(self, feature: LookupFeature) -> None:
+        """A lookup feature must name a table and a statistic the history block declares."""
+        if self.history is None:
+            raise ValueError(f"feature {feature.name!r} reads history tables the manifest lacks")
+        table = self.history.tables.get(feature.table)
+        if table is None or feature.statistic not in table.statistics:
+            raise ValueError(
+                f"feature {feature.name!r}: no statistic {feature.statistic!r} in table "
+                f"{feature.table!r} of {self.history.file}"
+            )
+
     def source_columns(self) -> list[str]:
         """Raw request columns the model needs, in first-use order, without duplicates."""
         return list(dict.fromkeys(f.source for f in self.features))
 
+    def document(self) -> dict[str, Any]:
+        """The JSON document of the manifest. Without history tables the block is left out,
+        so a model without lookup features has the very manifest it had before the block
+        existed (on disk and as ``GET /v1/models/{m}`` publishes it)."""
+        exclude = {"history"} if self.history is None else None
+        return self.model_dump(mode="json", exclude=exclude)
+
     def to_json(self) -> str:
         """Serialise deterministically (stable key order, newline at the end) for diffs."""
-        return json.dumps(self.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n"
+        return json.dumps(self.document(), indent=1, ensure_ascii=False) + "\n"
 
     def write(self, path: Path) -> None:
         """Write ``manifest.json`` through this class, so only valid manifests reach disk."""

@@ -24,7 +24,7 @@ def published_manifest(manifest: Manifest, vocabularies: bool = False) -> dict[s
     unless ``vocabularies``; built once per manifest."""
 
     def build() -> tuple[dict[str, Any], dict[str, Any]]:
-        full = manifest.model_dump(mode="json")
+        full = manifest.document()
         return full, {**full, "features": [_redacted(f) for f in full["features"]]}
 
     full, redacted = derived_once(_CACHE, manifest, build, _CACHE_SIZE)

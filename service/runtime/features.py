@@ -25,10 +25,12 @@ from service.manifest import (
     CategoricalFeature,
     FeatureSpec,
     InputTensor,
+    LookupFeature,
     Manifest,
     NumericFeature,
     derived_once,
 )
+from service.runtime.lookup import LookupTables, Table
 
 Array = npt.NDArray[np.generic]
 IntArray = npt.NDArray[np.int64]
@@ -268,6 +270,64 @@ def encode_numeric(spec: NumericFeature, values: Array) -> tuple[FloatArray, Flo
     return np.where(missing, spec.fill, z), missing.astype(np.float64)
 
 
+_ID_LIMIT = float(1 << 62)
+"""Float ids at or beyond this magnitude cannot be an int64 table id: unseen, never cast."""
+
+
+def table_rows(table: Table, source: str, values: Array) -> IntArray:
+    """Row of each id in a table's sorted ids; -1 for an unseen or missing id.
+
+    Ids are read as a categorical id column is: integers as they are; floats (NaN or inf is
+    missing, a fraction is unseen); an object column of numbers and None; text of any kind
+    is a FeatureError naming the column and row, exactly as for the vocabulary features.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise FeatureError(source, f"expected a 1-D column, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        ids = arr.astype(np.int64, copy=False)
+        known = np.ones(ids.shape, dtype=np.bool_)
+    else:
+        floats, missing = _as_float(source, arr)
+        safe = np.where(missing, 0.0, floats)
+        known = ~missing & (safe == np.round(safe)) & (np.abs(safe) < _ID_LIMIT)
+        ids = np.where(known, safe, 0.0).astype(np.int64)
+    if table.ids.size == 0:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(table.ids, ids), table.ids.size - 1)
+    found = known & (table.ids[pos] == ids)
+    rows: IntArray = np.where(found, pos, -1).astype(np.int64, copy=False)
+    return rows
+
+
+def lookup_values(table: Table, statistic: str, rows: IntArray) -> FloatArray:
+    """The raw statistic of each row (:func:`table_rows`); the table's default where unseen."""
+    default = table.defaults[statistic]
+    if table.ids.size == 0:
+        return np.full(rows.shape, default, dtype=np.float64)
+    column = table.columns[statistic]
+    values: FloatArray = np.where(rows < 0, default, column[np.maximum(rows, 0)]).astype(np.float64)
+    return values
+
+
+def encode_lookup(
+    spec: LookupFeature, table: Table, rows: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """Standardized statistic of each row's id and the unseen indicator (see LookupFeature).
+
+    ``rows`` come from :func:`table_rows`; the table's own default fills the unseen ids (the
+    frozen tables' default is the manifest's; each offline day's is that day's global value).
+    """
+    unseen = rows < 0
+    raw = lookup_values(table, spec.statistic, rows)
+    missing = ~np.isfinite(raw)
+    safe = np.where(missing, 0.0, raw)
+    if spec.log1p:
+        safe = np.log1p(np.maximum(safe, 0.0))
+    z = np.where(missing, spec.fill, (safe - spec.mean) / spec.std)
+    return z, unseen.astype(np.float64)
+
+
 _KEY_SPAN = 1 << 40
 """Width of one feature's slice of the joint key space (see :class:`_JointLookup`)."""
 
@@ -389,12 +449,17 @@ def required_columns(features: Sequence[FeatureSpec]) -> list[str]:
 
 
 def encode_columns(
-    features: Sequence[FeatureSpec], inputs: Sequence[InputTensor], columns: Mapping[str, Array]
+    features: Sequence[FeatureSpec],
+    inputs: Sequence[InputTensor],
+    columns: Mapping[str, Array],
+    lookups: LookupTables | None = None,
 ) -> dict[str, Array]:
     """All model inputs for a batch of raw rows, keyed by ONNX input name.
 
     Raises FeatureError naming the first missing or malformed column. Columns the model does
-    not use are ignored, so a client may send whole joined log rows.
+    not use are ignored, so a client may send whole joined log rows. ``lookups`` holds the
+    tables the lookup features read (required when there are any); each table's id search
+    is done once per batch, whatever the number of its statistics.
     """
     sources = required_columns(features)
     for source in sources:
@@ -405,11 +470,23 @@ def encode_columns(
     produced: dict[str, Array] = {}
     if len(joint.specs) > 1:
         produced.update(joint.encode(columns) or {})
+    rows: dict[tuple[str, str], IntArray] = {}
     for spec in features:
         if spec.name in produced:
             continue
         if isinstance(spec, CategoricalFeature):
             produced[spec.name] = encode_categorical(spec, columns[spec.source])
+        elif isinstance(spec, LookupFeature):
+            if lookups is None:
+                raise ValueError(f"feature {spec.name!r} reads lookup tables; none were given")
+            table = lookups.table(spec.table)
+            key = (spec.table, spec.source)
+            if key not in rows:
+                rows[key] = table_rows(table, spec.source, columns[spec.source])
+            value, unseen = encode_lookup(spec, table, rows[key])
+            produced[spec.name] = value
+            if spec.unseen_indicator:
+                produced[spec.indicator_name] = unseen
         else:
             value, indicator = encode_numeric(spec, columns[spec.source])
             produced[spec.name] = value
@@ -418,9 +495,11 @@ def encode_columns(
     return {tensor.name: _stack(tensor, produced, n) for tensor in inputs}
 
 
-def encode_features(manifest: Manifest, columns: Mapping[str, Array]) -> dict[str, Array]:
+def encode_features(
+    manifest: Manifest, columns: Mapping[str, Array], lookups: LookupTables | None = None
+) -> dict[str, Array]:
     """Model inputs of a batch as the manifest prescribes (see :func:`encode_columns`)."""
-    return encode_columns(manifest.features, manifest.inputs, columns)
+    return encode_columns(manifest.features, manifest.inputs, columns, lookups)
 
 
 def _stack(tensor: InputTensor, produced: Mapping[str, Array], n: int) -> Array:

@@ -7,9 +7,11 @@ one block of rows; the batcher calls them one by one, and offline evaluation sco
 the same methods, so an offline figure is exactly what the service answers.
 
 A model directory is served only when its manifest validates, its ``model.onnx`` has the
-sha256 the manifest names, its distribution family is known and the ONNX graph has exactly
-the inputs and outputs the manifest declares. :meth:`ModelRuntime.load` refuses anything
-less with a ModelLoadError whose message is one line.
+sha256 the manifest names, its distribution family is known, the ONNX graph has exactly
+the inputs and outputs the manifest declares, and its history tables (when its features
+read any) have the sha256, shapes and finite values the manifest declares.
+:meth:`ModelRuntime.load` refuses anything less with a ModelLoadError whose message is one
+line.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from pydantic import ValidationError
 
 from service.distributions import Distribution, ParameterError, get_family
 from service.errors import FeatureError, InvalidInput, ModelLoadError
-from service.manifest import CategoricalFeature, Manifest, verify_onnx_sha256
+from service.manifest import CategoricalFeature, LookupFeature, Manifest, verify_onnx_sha256
 from service.runtime.features import encode_features, required_columns
+from service.runtime.lookup import LookupTables
 from service.runtime.postprocess import (
     NO_DISTRIBUTION,
     Params,
@@ -163,8 +166,11 @@ class ModelRuntime:
         path: Path,
         session: ort.InferenceSession,
         family: type[Distribution],
+        lookups: LookupTables | None = None,
     ) -> None:
         self.manifest = manifest
+        #: the history tables frozen at export, which the lookup features read
+        self.lookups = lookups
         self.path = path
         self.session = session
         self.family = family
@@ -191,7 +197,8 @@ class ModelRuntime:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}") from None
         _check_graph(session, manifest)
-        return cls(manifest, model_dir, session, family)
+        lookups = LookupTables.load(model_dir, manifest)
+        return cls(manifest, model_dir, session, family, lookups)
 
     @property
     def name(self) -> str:
@@ -209,7 +216,7 @@ class ModelRuntime:
 
     def encode(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model input tensors; FeatureError names a missing or malformed column (and row)."""
-        tensors = encode_features(self.manifest, columns)
+        tensors = encode_features(self.manifest, columns, self.lookups)
         for spec in self.manifest.inputs:
             tensor = tensors[spec.name]
             if tensor.dtype.kind == "f":
@@ -321,6 +328,13 @@ class ModelRuntime:
         columns: dict[str, np.ndarray] = {}
         for spec in self.manifest.features:
             if spec.source in columns:
+                continue
+            if isinstance(spec, LookupFeature):
+                ids = np.arange(n, dtype=np.int64)
+                if self.lookups is not None and not public:
+                    known = self.lookups.table(spec.table).ids
+                    ids = known[np.arange(n) % known.size] if known.size else ids
+                columns[spec.source] = ids if not public else np.full(n, -1, dtype=np.int64)
                 continue
             if isinstance(spec, CategoricalFeature):
                 vocab = np.asarray(spec.vocabulary)
