@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-calibration", action="store_true")
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--history", action="store_true", help="add the point-in-time history features"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     export = sub.add_parser("export", help="write a model directory from a checkpoint")

@@ -32,9 +32,11 @@ from service.manifest import (
     CategoricalFeature,
     CategoricalTransform,
     InputTensor,
+    LookupFeature,
     NumericFeature,
 )
 from service.runtime.features import encode_categorical, weekday_from_yyyymmdd
+from service.runtime.lookup import LookupTables, Table
 
 USER_SENTINEL = -124
 
@@ -110,12 +112,54 @@ CATEGORICAL_INPUT = "categorical"
 NUMERIC_INPUT = "numeric"
 
 
+Spec = CategoricalFeature | NumericFeature | LookupFeature
+
+
+@dataclass(frozen=True)
+class FrozenHistory:
+    """The history tables an exported model ships: as of the end of ``cutoff_date``."""
+
+    tables: LookupTables
+    cutoff_date: int
+    prior_views: float
+
+    def state(self) -> dict[str, Any]:
+        """Plain arrays and numbers for a checkpoint."""
+        return {
+            "cutoff_date": self.cutoff_date,
+            "prior_views": self.prior_views,
+            "tables": {
+                name: {
+                    "ids": table.ids,
+                    "columns": dict(table.columns),
+                    "defaults": dict(table.defaults),
+                }
+                for name, table in self.tables.tables.items()
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> FrozenHistory:
+        """Inverse of :meth:`state`."""
+        tables = {
+            name: Table(
+                ids=np.asarray(t["ids"], dtype=np.int64),
+                columns={k: np.asarray(v, dtype=np.float32) for k, v in t["columns"].items()},
+                defaults={k: float(v) for k, v in t["defaults"].items()},
+            )
+            for name, t in state["tables"].items()
+        }
+        return cls(LookupTables(tables), int(state["cutoff_date"]), float(state["prior_views"]))
+
+
 @dataclass(frozen=True)
 class FittedFeatures:
-    """Fitted feature specs plus the input tensor layout they feed."""
+    """Fitted feature specs plus the input tensor layout they feed (and, with lookup
+    features, the tables they read once exported)."""
 
-    features: list[CategoricalFeature | NumericFeature]
+    features: list[Spec]
     inputs: list[InputTensor] = field(default_factory=list)
+    history: FrozenHistory | None = None
 
     @property
     def cardinalities(self) -> list[int]:
@@ -127,24 +171,46 @@ class FittedFeatures:
         """Columns of the numeric tensor."""
         return len(self.inputs[1].columns)
 
-    def state(self) -> dict[str, list[dict[str, object]]]:
-        """Plain JSON values for a checkpoint (one format for EGMN and the baselines)."""
-        return {
+    def state(self) -> dict[str, Any]:
+        """Plain values for a checkpoint (one format for EGMN and the baselines); the
+        history tables, when there are any, as numpy arrays."""
+        out: dict[str, Any] = {
             "features": [f.model_dump(mode="json") for f in self.features],
             "inputs": [t.model_dump(mode="json") for t in self.inputs],
         }
+        if self.history is not None:
+            out["history"] = self.history.state()
+        return out
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> FittedFeatures:
         """Inverse of :meth:`state`; accepts a whole checkpoint dict as well."""
-        features: list[CategoricalFeature | NumericFeature] = [
-            CategoricalFeature.model_validate(f)
-            if f["kind"] == "categorical"
-            else NumericFeature.model_validate(f)
-            for f in state["features"]
-        ]
+        kinds: dict[str, type[Spec]] = {
+            "categorical": CategoricalFeature,
+            "numeric": NumericFeature,
+            "lookup": LookupFeature,
+        }
+        features = [kinds[f["kind"]].model_validate(f) for f in state["features"]]
+        history = state.get("history")
         return cls(
-            features=features, inputs=[InputTensor.model_validate(t) for t in state["inputs"]]
+            features=features,
+            inputs=[InputTensor.model_validate(t) for t in state["inputs"]],
+            history=None if history is None else FrozenHistory.from_state(history),
+        )
+
+    def with_lookups(self, specs: Sequence[LookupFeature], history: FrozenHistory) -> FittedFeatures:
+        """These features plus lookup features, appended to the numeric tensor (each
+        followed by its unseen indicator), and the tables they read once exported."""
+        columns = list(self.inputs[1].columns)
+        for spec in specs:
+            columns.append(spec.name)
+            if spec.unseen_indicator:
+                columns.append(spec.indicator_name)
+        numeric = InputTensor(name=self.inputs[1].name, dtype="float32", columns=columns)
+        return FittedFeatures(
+            features=[*self.features, *specs],
+            inputs=[self.inputs[0], numeric],
+            history=history,
         )
 
 
@@ -169,7 +235,7 @@ def fit_features(train: pd.DataFrame, decls: Sequence[Decl] = KUAIRAND_FEATURES)
     """Vocabularies and standardization constants from the training days only."""
     sources = list(dict.fromkeys(d.source for d in decls))
     cols = raw_columns(train, sources)
-    specs: list[CategoricalFeature | NumericFeature] = []
+    specs: list[Spec] = []
     for decl in decls:
         if isinstance(decl, CategoricalDecl):
             values = _category_values(decl, cols[decl.source])

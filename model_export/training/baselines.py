@@ -37,7 +37,7 @@ from model_export.models.registry import BASELINES
 from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
 from model_export.models.tpm import TreeProgressive, tpm_edges
 from model_export.models.vr import ValueRegression, fit_normal_scale
-from model_export.training.config import BaselineConfig
+from model_export.training.config import BaselineConfig, check_inputs
 from model_export.training.loop import (
     History,
     fit_early_stopping,
@@ -194,6 +194,7 @@ def baseline_distribution(run: BaselineRun, data: Encoded) -> Distribution:
 
 def fit_baseline(prepared: Prepared, config: BaselineConfig, progress: bool = True) -> BaselineRun:
     """Fit head constants and network, then post-fit on the validation day (not the test day)."""
+    check_inputs(config, prepared.history is not None)
     start, cpu_start = time.perf_counter(), time.process_time()
     split = prepared.split
     y_train = prepared.train.y.double().numpy()

@@ -29,6 +29,9 @@ class TrainConfig:
     patience: int = 2
     seed: int = 0
     num_threads: int = 2
+    # The point-in-time history features (model_export.data.history): opt-in, so that every
+    # model trained before them keeps its inputs.
+    history: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for logs and manifests."""
@@ -51,6 +54,7 @@ class BaselineConfig:
     patience: int = 2
     seed: int = 0
     num_threads: int = 2
+    history: bool = False
     # softmax: B buckets, edges [0, geomspace(first, top, B)]
     n_buckets: int = 20
     bucket_first_s: float = 0.5
@@ -71,7 +75,15 @@ class BaselineConfig:
     @classmethod
     def shared_fields(cls) -> tuple[str, ...]:
         """The fields every model, EGMN included, shares (the optimisation budget)."""
-        return tuple(f.name for f in fields(cls))[1:12]
+        return tuple(f.name for f in fields(cls))[1:13]
+
+
+def check_inputs(config: TrainConfig | BaselineConfig, has_history: bool) -> None:
+    """A run's inputs must be the ones its config names: prepared with the history features
+    exactly when ``config.history`` (else the manifest would say one thing, the net another)."""
+    if config.history != has_history:
+        want = "with" if config.history else "without"
+        raise ValueError(f"the config asks for inputs {want} history features; prepare them so")
 
 
 class LoopConfig(Protocol):

@@ -26,7 +26,7 @@ from model_export.data.features import FittedFeatures
 from model_export.data.prepared import Encoded, Prepared, training_window
 from model_export.models.egm import EGMParams, egmn_loss, log_prob, soft_coverage
 from model_export.models.egmn import EGMN, Calibration, ServingEGMN
-from model_export.training.config import TrainConfig
+from model_export.training.config import TrainConfig, check_inputs
 from model_export.training.loop import (
     History,
     fit_early_stopping,
@@ -191,6 +191,7 @@ def fit_egmn(
     ``calibration_rows`` are the rows the calibration is fitted on (default: the whole
     validation day; the tuning keeps half of it back to score on).
     """
+    check_inputs(config, prepared.history is not None)
     start, cpu_start = time.perf_counter(), time.process_time()
     model, history = train_on(prepared, config, progress)
     rows = prepared.validation if calibration_rows is None else calibration_rows
