@@ -46,14 +46,14 @@ def _print_run(run: EGMNRun, label: str) -> None:
 
 
 def _baseline_config(args: argparse.Namespace) -> BaselineConfig:
-    config = BaselineConfig(model=args.model, seed=args.seed)
+    config = BaselineConfig(model=args.model, seed=args.seed, history=args.history)
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs=args.epochs)
     return config
 
 
 def _train_baseline(args: argparse.Namespace) -> None:
-    prepared = prepare(args.data_dir)
+    prepared = prepare(args.data_dir, history=args.history)
     run = run_baseline(prepared, _baseline_config(args), progress=not args.quiet)
     path = _run_dir(args) / CHECKPOINT
     save_run(run, path)
@@ -69,10 +69,10 @@ def train(args: argparse.Namespace) -> None:
     if args.model != "egmn":
         _train_baseline(args)
         return
-    config = TrainConfig(point_mass=not args.no_point_mass, seed=args.seed)
+    config = TrainConfig(point_mass=not args.no_point_mass, seed=args.seed, history=args.history)
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs=args.epochs)
-    prepared = prepare(args.data_dir)
+    prepared = prepare(args.data_dir, history=config.history)
     run = run_egmn(prepared, config, calibrate=not args.no_calibration, progress=not args.quiet)
     run.metrics[REFERENCE] = baseline_metrics(prepared)
     path = _run_dir(args) / CHECKPOINT
@@ -213,8 +213,9 @@ def tune(args: argparse.Namespace) -> None:
 
     tuning.set_threads()
     if args.config is not None:
+        history = tuning.config_of(args.config).history
         result = tuning.run_config(
-            prepare(args.data_dir), args.config, args.runs_dir, not args.quiet
+            prepare(args.data_dir, history=history), args.config, args.runs_dir, not args.quiet
         )
         print(tuning.table({f"{args.config} calibrated": result["calibrated"]}))
     if args.shipped:
@@ -223,8 +224,9 @@ def tune(args: argparse.Namespace) -> None:
         (args.runs_dir / "shipped.json").write_text(json.dumps(shipped, indent=1))
         print(tuning.table(shipped))
     if args.ship is not None:
-        prepared = prepare(args.data_dir)
-        run = tuning.finish(prepared, load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun))
+        tuned = load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun)
+        prepared = prepare(args.data_dir, history=tuned.config.history)
+        run = tuning.finish(prepared, tuned)
         references = {
             "egmn/1 (paper settings)": _manifest_metrics(args.models_dir / "egmn" / "1"),
             REFERENCE: baseline_metrics(prepared),

@@ -45,6 +45,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "k16": {"n_gaussians": 16},
     # Both changes that keep the point term, with a weaker L1.
     "beta0.5-alpha0.01-k16": {"beta": 0.5, "alpha": 0.01, "n_gaussians": 16},
+    # The served configuration plus the point-in-time history features of the same user,
+    # video and author (model_export.data.history; issue 16, lever 1).
+    "beta0.5-history": {"beta": 0.5, "history": True},
 }
 
 BUDGET = """\
@@ -115,6 +118,11 @@ def score_shipped(models_dir: Path, split: Split) -> dict[str, dict[str, float]]
     for model_dir in sorted(models_dir.iterdir()):
         for version in version_dirs(model_dir):
             model = load_served(version)
+            history = model.manifest.history
+            if history is not None and history.cutoff_date >= split.validation_date:
+                # Its frozen tables hold the validation day's own labels: no fair figure.
+                print(f"not scored: {version} reads history up to {history.cutoff_date}")
+                continue
             columns = raw_columns(part, model.manifest.source_columns())
             dist = served_distribution(model, columns)
             out[f"{model_dir.name}/{version.name}"] = evaluate_distribution(
