@@ -179,7 +179,7 @@ class FittedFeatures:
             "inputs": [t.model_dump(mode="json") for t in self.inputs],
         }
         if self.history is not None:
-            out["history"] = self.history.state()
+            out["lookup_tables"] = self.history.state()
         return out
 
     @classmethod
@@ -191,7 +191,7 @@ class FittedFeatures:
             "lookup": LookupFeature,
         }
         features = [kinds[f["kind"]].model_validate(f) for f in state["features"]]
-        history = state.get("history")
+        history = state.get("lookup_tables")
         return cls(
             features=features,
             inputs=[InputTensor.model_validate(t) for t in state["inputs"]],

@@ -53,18 +53,20 @@ def _own_state(run: Run) -> dict[str, Any]:
 def save_run(run: Run, path: Path) -> None:
     """Everything export and the report need, in one torch checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "config": run.config.as_dict(),
-            **run.fitted.state(),
-            "window": run.window.model_dump(mode="json"),
-            "model": run.model.state_dict(),
-            "metrics": run.metrics,
-            "history": run.history.state(),
-            **_own_state(run),
-        },
-        path,
-    )
+    features = run.fitted.state()
+    rest = {
+        "config": run.config.as_dict(),
+        "window": run.window.model_dump(mode="json"),
+        "model": run.model.state_dict(),
+        "metrics": run.metrics,
+        "history": run.history.state(),
+        **_own_state(run),
+    }
+    # One flat dict: a key of the feature state must not be overwritten by the run's own.
+    clash = sorted(set(features) & set(rest))
+    if clash:
+        raise ValueError(f"checkpoint keys {clash} are written twice")
+    torch.save({**features, **rest}, path)
 
 
 def _egmn_run(ck: dict[str, Any], fitted: FittedFeatures) -> EGMNRun:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,17 @@ from model_export.data.history import (
     standardized,
 )
 from model_export.data.kuairand import LABEL, Split
-from model_export.data.prepared import Prepared, encode, history_tables, prepare_split
+from model_export.data.prepared import (
+    Prepared,
+    encode,
+    history_tables,
+    prepare_split,
+    training_window,
+)
+from model_export.training.checkpoint import load_run, save_run
 from model_export.training.config import TrainConfig, check_inputs
+from model_export.training.egmn import EGMNRun, build_egmn
+from model_export.training.loop import History
 
 
 @pytest.fixture(scope="module")
@@ -85,30 +95,36 @@ def test_no_row_reads_its_own_label_or_a_later_one(split: Split, which: int | st
     )
 
 
-def _brute_force(seen: pd.DataFrame, row: pd.Series, field: str) -> dict[str, float]:
+def _stats(views: pd.DataFrame) -> dict[str, float]:
+    """Plain statistics of some views, unsmoothed."""
+    y = views[LABEL].astype(float)
+    d = views["duration_ms"].astype(float)
+    known = d > 0
+    ratio = (y[known] * 1000.0 / d[known]).clip(upper=RATIO_CAP)
+    return {
+        "n": float(len(y)),
+        "n_ratio": float(known.sum()),
+        "mean": float(y.mean()) if len(y) else 0.0,
+        "median": float(y.median()) if len(y) else 0.0,
+        "skip": float((y <= 3.0).mean()) if len(y) else 0.0,
+        "ratio": float(ratio.mean()) if len(ratio) else 0.0,
+        "log": float(np.log1p(y).mean()) if len(y) else 0.0,
+    }
+
+
+def _brute_force(
+    seen: pd.DataFrame, row: pd.Series, field: str, globals_by_day: dict[int, dict[str, float]]
+) -> dict[str, float]:
     """One row's statistics by hand: a plain filter on the days before its own."""
-    earlier = seen[seen["date"].astype("int64") < int(row["date"])]
+    day = int(row["date"])
+    earlier = seen[seen["date"].astype("int64") < day]
     if len(earlier) == 0:
         return {s: (0.0 if s == "count" else math.nan) for s in STATISTICS}
     k = PRIOR_VIEWS
-
-    def stats(views: pd.DataFrame) -> dict[str, float]:
-        y = views[LABEL].astype(float)
-        d = views["duration_ms"].astype(float)
-        known = d > 0
-        ratio = (y[known] * 1000.0 / d[known]).clip(upper=RATIO_CAP)
-        return {
-            "n": float(len(y)),
-            "n_ratio": float(known.sum()),
-            "mean": float(y.mean()) if len(y) else 0.0,
-            "median": float(y.median()) if len(y) else 0.0,
-            "skip": float((y <= 3.0).mean()) if len(y) else 0.0,
-            "ratio": float(ratio.mean()) if len(ratio) else 0.0,
-            "log": float(np.log1p(y).mean()) if len(y) else 0.0,
-        }
-
-    g = stats(earlier)
-    mine = stats(earlier[earlier[field].astype("int64") == int(row[field])])
+    if day not in globals_by_day:
+        globals_by_day[day] = _stats(earlier)
+    g = globals_by_day[day]
+    mine = _stats(earlier[earlier[field].astype("int64") == int(row[field])])
     n, nr = mine["n"], mine["n_ratio"]
     return {
         "count": n,
@@ -126,12 +142,16 @@ def test_features_equal_a_brute_force_recomputation(split: Split) -> None:
     joined = join_history(rows, history_tables(split))
     seen = pd.concat([split.train, split.validation], ignore_index=True)
     rng = np.random.default_rng(0)
-    # Rows of every day, the first day (no history) and the test day among them.
-    sample = rng.choice(len(rows), 120, replace=False)
+    # Six rows of every day, the first day (no history) and the test day among them.
+    dates = rows["date"].astype("int64").to_numpy()
+    sample = np.concatenate(
+        [rng.choice(np.flatnonzero(dates == d), 6, replace=False) for d in np.unique(dates)]
+    )
+    globals_by_day: dict[int, dict[str, float]] = {}
     for i in sample:
         row = rows.iloc[i]
         for field in HISTORY_FIELDS:
-            want = _brute_force(seen, row, field)
+            want = _brute_force(seen, row, field, globals_by_day)
             for statistic in STATISTICS:
                 got = float(joined.iloc[i][feature_name(field, statistic)])
                 expect = want[statistic]
@@ -265,6 +285,30 @@ def test_checkpoint_state_round_trip(prepared: Prepared) -> None:
         for s, column in table.columns.items():
             np.testing.assert_array_equal(other.columns[s], column)
         assert other.defaults == table.defaults
+
+
+@pytest.mark.slow
+def test_checkpoint_keeps_the_tables(prepared: Prepared, tmp_path: Path) -> None:
+    """A saved run keeps the frozen tables its export ships (the run's own training history
+    is another key)."""
+    config = TrainConfig(history=True, hidden=(8,))
+    fitted = prepared.fitted
+    run = EGMNRun(
+        config=config,
+        fitted=fitted,
+        window=training_window(prepared.split),
+        model=build_egmn(fitted.cardinalities, fitted.numeric_width, config),
+        calibration=None,
+        history=History(train_loss=[1.0], validation_nll=[1.0], best_epoch=0),
+    )
+    save_run(run, tmp_path / "checkpoint.pt")
+    back = load_run(tmp_path / "checkpoint.pt", EGMNRun)
+    assert back.config.history and back.history.best_epoch == 0
+    assert back.fitted.history is not None and fitted.history is not None
+    np.testing.assert_array_equal(
+        back.fitted.history.tables.table("video_id").columns["median_watch_s"],
+        fitted.history.tables.table("video_id").columns["median_watch_s"],
+    )
 
 
 def test_history_is_opt_in() -> None:
