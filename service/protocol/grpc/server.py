@@ -36,12 +36,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service.auth import bearer_token, tokens_match
 from service.config import Settings
 from service.dataplane import DataPlane
-from service.errors import BodyBudgetSpent, ServiceError, Unauthorized
+from service.errors import BodyBudgetSpent, InvalidInput, ServiceError, Unauthorized
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import CLIENT_GONE_STATUS, as_service_error
 from service.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -72,6 +73,31 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: ServiceError)
     await context.abort(grpc_status(err), err.message, trailing_metadata(err))
 
 
+class Malformed:
+    """What a request's bytes become when they are no message of the method's type."""
+
+    def __init__(self, kind: str) -> None:
+        self.error = InvalidInput(f"the request is not a valid {kind} message")
+
+
+def _lenient(kind: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that turns bytes which do not parse into :class:`Malformed`,
+    answered INVALID_ARGUMENT (gRPC answers INTERNAL for a deserializer that raises)."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return kind.FromString(data)
+        except DecodeError:
+            return Malformed(kind.__name__)
+
+    return parse
+
+
+async def _check(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    if isinstance(request, Malformed):
+        await _abort(context, request.error)
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` over the data plane."""
 
@@ -81,16 +107,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerLiveResponse:
+        await _check(request, context)
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerReadyResponse:
+        await _check(request, context)
         return pb.ServerReadyResponse(ready=self.plane.state.ready)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelReadyResponse:
+        await _check(request, context)
         try:
             self.plane.model(request.name, request.version or None)
         except Exception as exc:
@@ -100,11 +129,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerMetadataResponse:
+        await _check(request, context)
         return pb.ServerMetadataResponse(name="watchtime", version=SERVER_VERSION)
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelMetadataResponse:
+        await _check(request, context)
         try:
             model = self.plane.model(request.name, request.version or None)
             doc = metadata_document(model, self.plane.repository.versions(model.name))
@@ -130,6 +161,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         failure: ServiceError | None = None
         with plane.observe("grpc") as record:
             try:
+                if isinstance(request, Malformed):
+                    raise request.error
                 model = plane.model(request.model_name, request.model_version or None)
                 record.model = model.name
                 size = request.ByteSize()
@@ -202,6 +235,31 @@ def _refusal(err: ServiceError) -> grpc.RpcMethodHandler[Any, Any]:
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
+METHODS: dict[str, tuple[type[Message], type[Message]]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+}
+"""The service's methods: request and response message types."""
+
+
+def inference_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The service's handlers as the generated ``add_..._to_server`` makes them, but with
+    :func:`_lenient` deserializers, so that bytes which do not parse are a client's fault."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=_lenient(request),
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+        for name, (request, response) in METHODS.items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
 def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -232,9 +290,7 @@ class GrpcFront:
             options=options,
             maximum_concurrent_rpcs=settings.max_connections,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            InferenceServicer(self.plane), server
-        )
+        server.add_generic_rpc_handlers((inference_handlers(InferenceServicer(self.plane)),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = bind_address(settings.host, settings.grpc_port)
         try:
