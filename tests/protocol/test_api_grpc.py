@@ -4,7 +4,6 @@ answers identical to the native route's; the health service; one test per error 
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -17,14 +16,11 @@ import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.support.api import EGMN_VERSIONS, manifest, request_rows
+from tests.support.api import EGMN_VERSIONS, manifest
 from tests.support.grpc import OUTPUTS, Client, outputs_of, pb, request
 from tests.support.hostile import ServiceProcess, metric_value
-from tests.support.hostile import request as http_request
-from tests.support.v2 import datatype, tensor_columns
+from tests.support.v2 import datatype, native_answer, tensor_columns
 
-LEVELS = [0.1, 0.5, 0.9]
-INTERVALS = [[0, 3], [3, 10], [10, None]]
 PARAMETERS = {
     "quantiles": "0.1,0.5,0.9",
     "intervals": "[[0,3],[3,10],[10,null]]",
@@ -49,31 +45,6 @@ def client(service: ServiceProcess) -> Iterator[Client]:
     c = Client(service.grpc_port)
     yield c
     c.close()
-
-
-def native_answer(port: int, n: int, start: int) -> dict[str, np.ndarray]:
-    """The native route's answer for the same rows, by the v2 output names."""
-    features, _ = request_rows(n, start)
-    body = {
-        "features": features,
-        "quantiles": LEVELS,
-        "intervals": INTERVALS,
-        "quick_skip_threshold_s": 4.0,
-    }
-    status, _, raw = http_request(
-        port, "POST", "/v1/models/egmn/predict", json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
-    )  # fmt: skip
-    assert status == 200, raw
-    doc = json.loads(raw)
-    return {
-        "expected_watch_time_s": np.array(doc["expected_watch_time_s"]),
-        "point_s": np.array(doc["point_s"]),
-        "std_s": np.array(doc["std_s"]),
-        "quick_skip_prob": np.array(doc["quick_skip_prob"]),
-        "quantiles": np.array(doc["quantiles"]["values_s"]),
-        "interval_mass": np.array(doc["intervals"]["mass"]),
-    }
 
 
 def assert_identical(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
