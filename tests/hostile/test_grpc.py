@@ -200,3 +200,22 @@ def test_garbage_bytes_are_invalid_argument_and_cheap(
     after = metric_value(service.port, "watchtime_requests_total", endpoint="grpc", status="400")
     assert after == before + len(blobs)
     _still_serving(service, client)
+
+
+def test_two_workers_share_the_grpc_port() -> None:
+    """Each worker binds the gRPC port with SO_REUSEPORT; fresh channels all get answers and
+    the metrics add up over the workers."""
+    svc = ServiceProcess(grpc=True, workers=2)
+    try:
+        svc.wait_ready()
+        for _ in range(12):
+            client = Client(svc.grpc_port)
+            try:
+                client.infer(request(tensor_columns(3), outputs=OUTPUTS), timeout=10)
+            finally:
+                client.close()
+        served = metric_value(svc.port, "watchtime_requests_total", endpoint="grpc", status="200")
+        assert served == 12
+    finally:
+        svc.stop()
+    assert svc.output().count(f"gRPC listening on 127.0.0.1:{svc.grpc_port}") == 2
