@@ -54,12 +54,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     WATCHTIME_HOST=0.0.0.0 \
     WATCHTIME_PORT=8000 \
+    WATCHTIME_GRPC_PORT=8001 \
     WATCHTIME_WORKERS=0 \
     WATCHTIME_INTRA_OP_THREADS=0 \
     WATCHTIME_INTER_OP_THREADS=1 \
     WATCHTIME_MODEL_REPOSITORY=/app/models
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # Slim images have no curl: the probe is a few lines of the image's own Python.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('WATCHTIME_PORT', '8000') + '/healthz', timeout=2); sys.exit(0 if r.status == 200 else 1)"]

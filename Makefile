@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?=
 PORT ?=
 
-.PHONY: run test test-kserve hostile lint typecheck models bench bench-distributions clean system-deps
+.PHONY: run test test-kserve hostile lint typecheck models grpc-code bench bench-distributions clean system-deps
 
 # venv creation is retried once: ensurepip has been seen to fail transiently.
 $(BIN)/python:
@@ -63,6 +63,13 @@ $(KSERVE_VENV)/.installed: pyproject.toml
 
 test-kserve: $(KSERVE_VENV)/.installed
 	WATCHTIME_REQUIRE_KSERVE=1 $(KSERVE_VENV)/bin/python -m pytest -p no:cacheprovider tests/protocol/test_api_v2_kserve.py
+
+# The gRPC service's message and stub code, from its .proto, by grpcio-tools (the version the
+# dev extra pins; the stubs record it as GRPC_GENERATED_VERSION). The output is committed, and
+# tests/protocol/test_grpc_code.py fails when it differs from a fresh generation.
+GRPC_PROTO := service/protocol/grpc/grpc_predict_v2.proto
+grpc-code: $(VENV)/.all
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(GRPC_PROTO)
 
 models: $(VENV)/.all
 	$(BIN)/python -m model_export build-all

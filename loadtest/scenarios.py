@@ -80,4 +80,5 @@ def service_server(workers: int) -> Server:
     """This service with ``workers`` uvicorn workers (0: one per usable core)."""
     name = f"this service (`python -m service --workers {workers}`)"
     command = [sys.executable, "-m", "service", "--port", "{port}", "--workers", str(workers)]
+    command += ["--grpc-port", "0"]  # HTTP only: the default gRPC port may be taken
     return Server(name, command, health="/readyz")

@@ -4,17 +4,22 @@ Models are loaded and warmed up in the lifespan start-up, before uvicorn binds t
 process that accepts connections is ready unless it is shutting down. On SIGTERM/SIGINT the
 readiness flag drops at once (the handler uvicorn installs is wrapped, not replaced), while
 uvicorn lets the requests in flight finish before the process exits.
+
+With ``WATCHTIME_GRPC_PORT`` (default 8001; 0: none) the lifespan also runs the Open Inference
+Protocol's gRPC service on the same event loop, once the models are loaded, over the same data
+plane (:mod:`service.protocol.grpc.server`); a shutdown drains it beside HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +39,9 @@ from service.runtime.batcher import BatchConfig, Batchers
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelRepository, load_repository
 from service.runtime.state import ServiceState
+
+if TYPE_CHECKING:
+    from service.protocol.grpc.server import GrpcFront
 
 log = logging.getLogger("watchtime.app")
 
@@ -101,11 +109,15 @@ def create_app(
         metrics.register_models((m.name, m.version, m.manifest.family) for m in loaded)
         metrics.register_load_status(loaded.load_status())
         state.set_repository(loaded)
+        grpc_front = await _start_grpc(plane, settings) if settings.grpc_port else None
+        app.state.grpc = grpc_front
         log.info("ready: %d model(s), default %s", len(loaded), loaded.default_name)
         try:
             yield
         finally:
             state.begin_shutdown()
+            if grpc_front is not None:
+                await grpc_front.stop()
             await batchers.close()
             plane.close()
             metrics.process_exiting()
@@ -131,6 +143,22 @@ def create_app(
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])
     _examples_from_default_model(app, state)
     return app
+
+
+async def _start_grpc(plane: DataPlane, settings: Settings) -> GrpcFront:
+    """The gRPC server beside HTTP, on this event loop, drained as soon as a shutdown begins
+    (the signal handler only schedules that)."""
+    from service.protocol.grpc.server import GrpcFront  # grpc only where it is served
+
+    front = GrpcFront(plane, settings)
+    await front.start()
+    loop = asyncio.get_running_loop()
+
+    def drain() -> None:
+        loop.call_soon_threadsafe(front.begin_drain)
+
+    plane.state.on_shutdown(drain)
+    return front
 
 
 def batch_config(settings: Settings) -> BatchConfig:

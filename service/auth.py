@@ -52,11 +52,15 @@ class BearerAuth:
         await unauthorized(scope, send, token_given=token is not None)
 
     def accepts(self, token: bytes) -> bool:
-        """Constant-time comparison against every key (no early exit on a match)."""
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(token, key)
-        return matched
+        return tokens_match(token, self.keys)
+
+
+def tokens_match(token: bytes, keys: Sequence[bytes]) -> bool:
+    """Constant-time comparison against every key (no early exit on a match)."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token, key)
+    return matched
 
 
 def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:

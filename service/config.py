@@ -30,6 +30,13 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", min_length=1, description="address to bind")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol's gRPC service, on the same "
+        "address (0: no gRPC)",
+    )
     workers: int = Field(
         default=0, ge=0, le=64, description="uvicorn worker processes (0: one per usable core)"
     )
@@ -131,6 +138,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_body_budget(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(
+                f"WATCHTIME_GRPC_PORT ({self.grpc_port}) must differ from WATCHTIME_PORT: HTTP "
+                "and gRPC listen on ports of their own (0 turns gRPC off)"
+            )
         if self.max_buffered_body_bytes < self.max_body_bytes:
             raise ValueError(
                 f"WATCHTIME_MAX_BUFFERED_BODY_BYTES ({self.max_buffered_body_bytes}) must be at "
@@ -234,6 +246,9 @@ def parse_cli(argv: Sequence[str] | None = None) -> Settings:
     )
     parser.add_argument("--host", help="address to bind (WATCHTIME_HOST, default 127.0.0.1)")
     parser.add_argument("--port", help="TCP port (WATCHTIME_PORT, default 8000)")
+    parser.add_argument(
+        "--grpc-port", help="gRPC port (WATCHTIME_GRPC_PORT, default 8001; 0: no gRPC)"
+    )
     parser.add_argument(
         "--workers", help="worker processes (WATCHTIME_WORKERS, default 0: one per usable core)"
     )

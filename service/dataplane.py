@@ -64,16 +64,22 @@ class DataPlane:
         self._decoder: ThreadPoolExecutor | None = None
 
     async def decode(
-        self, decoder: Callable[..., T], model: ModelRuntime, body: bytes, *args: Any
+        self,
+        decoder: Callable[..., T],
+        model: ModelRuntime,
+        body: Any,
+        *args: Any,
+        size: int | None = None,
     ) -> T:
         """``decoder(model, body, *args)``: on the event loop for a body of ordinary size
         (a 256-row body takes about a millisecond), on the decoding thread above
-        ``LARGE_BODY_BYTES``, so that it does not stall the other connections.
+        ``LARGE_BODY_BYTES``, so that it does not stall the other connections. ``body`` is
+        the request's bytes, or a message already parsed whose wire ``size`` is given.
 
         One decoding thread, so that large bodies decode one at a time instead of many
         threads taking the GIL from each other and from the batch worker.
         """
-        if len(body) <= LARGE_BODY_BYTES:
+        if (len(body) if size is None else size) <= LARGE_BODY_BYTES:
             return decoder(model, body, *args)
         if self._decoder is None:
             self._decoder = ThreadPoolExecutor(1, thread_name_prefix="watchtime-decode")

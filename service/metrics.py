@@ -61,8 +61,12 @@ PROBABILITY_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 
 ENDPOINT_STATUSES: dict[str, tuple[str, ...]] = {
     "predict": ("200", "404", "413", "415", "422", "429", "499", "503", "504", "500"),
     "infer": ("200", "400", "404", "413", "415", "429", "499", "503", "504", "500"),
+    "grpc": ("200", "400", "404", "413", "429", "499", "503", "504", "500"),
 }
-"""Each endpoint (native ``predict``, v2 ``infer``) and every status it can answer.
+"""Each endpoint (native ``predict``, v2 ``infer``, gRPC ``ModelInfer``) and every status it
+can answer. A gRPC request is counted under the HTTP status its error has on the v2 routes
+(INVALID_ARGUMENT 400 or, over the row limit, 413; NOT_FOUND 404; RESOURCE_EXHAUSTED 429;
+UNAVAILABLE 503; DEADLINE_EXCEEDED 504), so one alert reads every protocol.
 
 499 is no answer: the client disconnected first (counted apart, so it trips no 5xx alert).
 """

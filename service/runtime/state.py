@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from service.runtime.repository import ModelRepository
 
@@ -19,6 +20,7 @@ class ServiceState:
         self._lock = threading.Lock()
         self._repository = repository
         self._shutting_down = False
+        self._on_shutdown: list[Callable[[], None]] = []
 
     @property
     def repository(self) -> ModelRepository | None:
@@ -32,6 +34,7 @@ class ServiceState:
         with self._lock:
             self._repository = repository
             self._shutting_down = False
+            self._on_shutdown = []  # the callbacks of an earlier serving period
 
     @property
     def ready(self) -> bool:
@@ -42,5 +45,15 @@ class ServiceState:
         return self._shutting_down
 
     def begin_shutdown(self) -> None:
-        """Readiness false from now on; called from the signal handler, so only a flag."""
+        """Readiness false from now on; called from the signal handler, so only a flag and
+        the callbacks of :meth:`on_shutdown` (which must only schedule their work)."""
+        if self._shutting_down:
+            return
         self._shutting_down = True
+        for callback in list(self._on_shutdown):
+            callback()
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a shutdown begins (from a signal handler: it must only
+        schedule work, e.g. with ``loop.call_soon_threadsafe``)."""
+        self._on_shutdown.append(callback)

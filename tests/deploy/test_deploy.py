@@ -135,6 +135,8 @@ def test_compose_file_passes_docker_compose_config() -> None:
     assert set(services) == {"watchtime", "prometheus", "grafana", "locust-master", "locust-worker"}
     assert services["locust-master"]["profiles"] == ["load"]
     assert "http://watchtime:8000" in services["locust-master"]["command"]
+    published = {(p["target"], p["published"]) for p in services["watchtime"]["ports"]}
+    assert published == {(8000, "8000"), (8001, "8001")}
     mounts = {m["target"]: Path(m["source"]) for m in services["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus/alerts.yml"] == DEPLOY / "prometheus" / "alerts.yml"
     graf = services["grafana"]
@@ -208,7 +210,7 @@ def test_core_manifests_pass_kubernetes_validate() -> None:
 
 def test_kubernetes_validate_rejects_a_broken_deployment(tmp_path: Path) -> None:
     doc = yaml.safe_load((K8S / "deployment.yaml").read_text())
-    doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = [1]
+    doc["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["httpGet"]["port"] = [1]
     doc["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
     bad = tmp_path / "deployment.yaml"
     bad.write_text(yaml.safe_dump(doc))
@@ -236,7 +238,8 @@ def test_network_policy_admits_only_the_service_port_and_denies_egress() -> None
     assert rule["from"], "an empty 'from' would admit every source"
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
+    assert [p["port"] for p in rule["ports"]] == ["http", "grpc"]
+    assert {"http", "grpc"} <= set(ports)
 
 
 def test_readme_ingress_example_is_a_valid_tls_ingress(tmp_path: Path) -> None:
@@ -295,7 +298,14 @@ def test_deployment_probes_drain_resources_and_autoscaler() -> None:
     docs = _documents()
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    # readiness through gRPC's standard health service, on the gRPC port the pod serves
+    env = {e["name"]: e["value"] for e in container["env"]}
+    grpc_port = container["readinessProbe"]["grpc"]["port"]
+    assert grpc_port == int(env["WATCHTIME_GRPC_PORT"])
+    assert {"name": "grpc", "containerPort": grpc_port, "protocol": "TCP"} in container["ports"]
+    service_ports = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     # The service drains for up to 30 s after SIGTERM (uvicorn's graceful shutdown).

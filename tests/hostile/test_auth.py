@@ -19,7 +19,7 @@ PROBES = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
 
 @pytest.fixture(scope="module")
 def guarded() -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(env={"WATCHTIME_API_KEYS": ",".join(KEYS)})
+    svc = ServiceProcess(env={"WATCHTIME_API_KEYS": ",".join(KEYS)}, grpc=True)
     try:
         svc.wait_ready()
         yield svc
@@ -130,3 +130,30 @@ def test_a_malformed_key_is_a_configuration_error() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "WATCHTIME_API_KEYS" in done.stderr and secret not in done.stderr
+
+
+def test_grpc_needs_a_token_but_on_the_probes(guarded: ServiceProcess) -> None:
+    import grpc
+
+    from tests.support.grpc import OUTPUTS, Client, pb, request
+    from tests.support.v2 import tensor_columns
+
+    client = Client(guarded.grpc_port)
+    try:
+        message = request(tensor_columns(2), outputs=OUTPUTS)
+        for metadata in (None, (("authorization", "Bearer wrong"),), (("authorization", KEYS[0]),)):
+            exc = client.error(message, metadata=metadata)
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc.details()
+            assert "bearer token" in exc.details() and KEYS[0] not in exc.details()
+        with pytest.raises(grpc.RpcError) as info:
+            client.stub.ModelMetadata(pb.ModelMetadataRequest(name="egmn"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for key in KEYS:
+            answer = client.infer(message, metadata=(("authorization", f"Bearer {key}"),))
+            assert len(answer.outputs) == len(OUTPUTS)
+        # the probes, as on HTTP: the health service, ServerLive and ServerReady
+        assert client.health() == 1
+        assert client.stub.ServerLive(pb.ServerLiveRequest(), timeout=5).live
+        assert client.stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+    finally:
+        client.close()

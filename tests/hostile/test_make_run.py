@@ -15,7 +15,7 @@ def _make_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHTIME_", "MAKE"))}
     env.pop("PORT", None)
     env.pop("HOST", None)
-    return {**env, **extra}
+    return {**env, "WATCHTIME_GRPC_PORT": "0", **extra}
 
 
 def test_make_run_follows_watchtime_port() -> None:

@@ -1,4 +1,6 @@
-"""The v2 routes driven by KServe's own InferenceRESTClient (JSON and binary tensors).
+"""The v2 routes driven by KServe's own InferenceRESTClient (JSON and binary tensors), and the
+gRPC service of a real ``python -m service`` driven by its InferenceGRPCClient (typed and raw
+contents).
 
 kserve pins pandas below 3 while the training extra pins pandas 3, so kserve is not in the
 dev extra: `make test` runs this module in an environment of its own (the serving extra
@@ -18,7 +20,14 @@ import pytest
 
 from service.runtime.repository import ModelRepository
 from tests.support.api import AppClient, Reference, app_client
-from tests.support.v2 import EDGES, check_against_reference, datatype, tensor_columns
+from tests.support.hostile import ServiceProcess
+from tests.support.v2 import (
+    EDGES,
+    check_against_reference,
+    datatype,
+    native_answer,
+    tensor_columns,
+)
 
 if os.environ.get("WATCHTIME_REQUIRE_KSERVE") == "1":
     # `make test` runs this module in the kserve environment: a missing client fails.
@@ -86,3 +95,46 @@ def test_kserve_rest_client(client: AppClient, binary: bool) -> None:
         assert "tab" in info.value.response.json()["error"]
     finally:
         client.loop.run_until_complete(rest.close())
+
+
+@pytest.fixture(scope="module")
+def grpc_service() -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(grpc=True)
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["typed_contents", "raw_contents"])
+def test_kserve_grpc_client(grpc_service: ServiceProcess, binary: bool) -> None:
+    import asyncio
+
+    import grpc
+
+    async def run() -> None:
+        client = kserve.InferenceGRPCClient(f"127.0.0.1:{grpc_service.grpc_port}")
+        try:
+            assert await client.is_server_live()
+            assert await client.is_server_ready()
+            assert await client.is_model_ready("egmn")
+            columns = tensor_columns(32, start=2000)
+            response = await client.infer(_request(columns, binary))
+            got = {out.name: out.as_numpy() for out in response.outputs}
+            want = native_answer(grpc_service.port, 32, 2000)
+            assert set(got) == set(want)
+            for name, value in want.items():
+                np.testing.assert_array_equal(got[name], value, err_msg=name)
+            partial = {k: v for k, v in columns.items() if k != "tab"}
+            with pytest.raises(grpc.RpcError) as info:
+                await client.infer(_request(partial, binary))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "input 'tab' is missing" in info.value.details()
+            with pytest.raises(grpc.RpcError) as info:
+                await client.is_model_ready("nope")
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            await client.close()
+
+    asyncio.run(run())

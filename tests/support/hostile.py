@@ -59,8 +59,11 @@ class ServiceProcess:
         models: Path = MODELS,
         workers: int = 1,
         nofile: tuple[int, int] | None = None,
+        grpc: bool = False,
     ) -> None:
         self.port = free_port()
+        #: the gRPC port (0: no gRPC server)
+        self.grpc_port = free_port() if grpc else 0
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="hostile-metrics-"))
         self._log = tempfile.NamedTemporaryFile(prefix="hostile-log-", delete=False)  # noqa: SIM115
         self._final: str | None = None
@@ -76,6 +79,7 @@ class ServiceProcess:
                 "WATCHTIME_INTRA_OP_THREADS": "1",
                 "WATCHTIME_INTER_OP_THREADS": "1",
                 "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+                "WATCHTIME_GRPC_PORT": str(self.grpc_port),
                 **(env or {}),
             },
             stdout=self._log,

@@ -75,3 +75,31 @@ def check_against_reference(
     assert set(got) == set(want)
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def native_answer(port: int, n: int, start: int) -> dict[str, np.ndarray]:
+    """A real server's native route answer for ``n`` test-day rows (quantiles ``LEVELS``,
+    intervals ``EDGES``, threshold 4 s), by the v2 output names."""
+    from tests.support.hostile import request
+
+    features, _ = request_rows(n, start)
+    body = {
+        "features": features,
+        "quantiles": LEVELS,
+        "intervals": [[0, 3], [3, 10], [10, None]],
+        "quick_skip_threshold_s": 4.0,
+    }
+    status, _, raw = request(
+        port, "POST", "/v1/models/egmn/predict", json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 200, raw
+    doc = json.loads(raw)
+    return {
+        "expected_watch_time_s": np.array(doc["expected_watch_time_s"]),
+        "point_s": np.array(doc["point_s"]),
+        "std_s": np.array(doc["std_s"]),
+        "quick_skip_prob": np.array(doc["quick_skip_prob"]),
+        "quantiles": np.array(doc["quantiles"]["values_s"]),
+        "interval_mass": np.array(doc["intervals"]["mass"]),
+    }

@@ -157,16 +157,9 @@ def decode_request(
         name = tensor["name"]
         if name in tensors:
             raise InvalidInput(f"input {name!r} appears twice")
-        datatype = tensor.get("datatype")
-        if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
-            raise InvalidInput(f"input {name!r}: unsupported datatype {datatype!r}")
+        datatype = check_datatype(name, tensor.get("datatype"))
         shape, count = tensor_shape(name, tensor)
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise InvalidInput(f"input {name!r}: shape must be [n] or [n, 1], got {shape}")
-        if shape[0] > max_rows:
-            raise TooLarge(
-                f"input {name!r}: {shape[0]} rows exceed the limit of {max_rows} per request"
-            )
+        check_shape(name, shape, max_rows)
         tparams = tensor.get("parameters") or {}
         size = tparams.get("binary_data_size") if isinstance(tparams, dict) else None
         if size is not None:
@@ -181,13 +174,45 @@ def decode_request(
             arr = from_json(name, datatype, tensor["data"], count)
         else:
             raise InvalidInput(f"input {name!r}: neither data nor binary_data_size")
-        kind = model.source_kinds.get(name)
-        if kind == "number" and datatype == "BYTES":
-            raise InvalidInput(f"input {name!r}: the model reads numbers here, not BYTES")
         tensors[name] = arr
         lengths[name] = shape[0]
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data belong to no input")
+    return assemble(model, tensors, lengths, parameters, doc.get("outputs"), doc.get("id"))
+
+
+def check_datatype(name: str, datatype: object) -> str:
+    """An input's datatype, one of the protocol's (InvalidInput else), whatever the wire."""
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
+        raise InvalidInput(f"input {name!r}: unsupported datatype {datatype!r}")
+    return datatype
+
+
+def check_shape(name: str, shape: list[int], max_rows: int) -> None:
+    """An input's shape, whatever the wire: ``[n]`` or ``[n, 1]``, and ``n`` within the row
+    limit (TooLarge)."""
+    if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInput(f"input {name!r}: shape must be [n] or [n, 1], got {shape}")
+    if shape[0] > max_rows:
+        raise TooLarge(
+            f"input {name!r}: {shape[0]} rows exceed the limit of {max_rows} per request"
+        )
+
+
+def assemble(
+    model: ModelRuntime,
+    tensors: dict[str, np.ndarray],
+    lengths: Mapping[str, int],
+    parameters: Mapping[str, Any],
+    outputs: Any,
+    request_id: Any,
+) -> V2Request:
+    """The request from its decoded input tensors (name -> values, name -> rows), its
+    ``parameters``, the ``outputs`` it asks for (a list of ``{"name", "parameters"}``, or
+    None for all) and its id: the checks every wire form of the protocol shares."""
+    for name, arr in tensors.items():
+        if model.source_kinds.get(name) == "number" and arr.dtype.kind == "O":
+            raise InvalidInput(f"input {name!r}: the model reads numbers here, not BYTES")
     for source in model.sources:
         if source not in tensors:
             raise InvalidInput(f"input {source!r} is missing (the model reads it)")
@@ -197,8 +222,7 @@ def decode_request(
         if lengths[source] != n:
             raise InvalidInput(f"input {source!r} has {lengths[source]} rows but {first!r} has {n}")
     options = _options(parameters)
-    outputs = _requested_outputs(model, doc.get("outputs"), parameters, options)
-    request_id = doc.get("id")
+    chosen = _requested_outputs(model, outputs, parameters, options)
     if isinstance(request_id, str) and not request_id.isascii():
         try:  # a lone surrogate (JSON "\ud800") cannot be encoded back
             request_id.encode("utf-8")
@@ -208,7 +232,7 @@ def decode_request(
         columns={s: tensors[s] for s in model.sources},
         n=n,
         options=options,
-        outputs=outputs,
+        outputs=chosen,
         request_id=request_id if isinstance(request_id, str) else None,
         timeout_s=timeout_parameter_s(parameters),
     )
@@ -224,6 +248,38 @@ def available_outputs(model: ModelRuntime, options: PredictOptions | None) -> li
     if options is None or options.return_params:
         names += [f"params.{p}" for p in model.manifest.outputs]
     return names
+
+
+INPUT_DATATYPES = {"string": "BYTES", "number": "FP64", "integer": "INT64"}
+"""The datatype the model metadata declares for an input, by the kind of its column."""
+
+
+def metadata_document(model: ModelRuntime, versions: list[str]) -> dict[str, Any]:
+    """The model metadata: one input per raw column, every output, the served ``versions``."""
+    meta = model.metadata()
+    inputs = [
+        {"name": column["name"], "datatype": INPUT_DATATYPES[column["kind"]], "shape": [-1]}
+        for column in meta["inputs"]
+    ]
+    outputs = [
+        {"name": name, "datatype": "FP64", "shape": [-1] if name in BASE_OUTPUTS else [-1, -1]}
+        for name in available_outputs(model, None)
+    ]
+    # inputs where NaN marks a missing value (INT64 ones sent as FP64 or FP32); one
+    # comma-separated string, as v2 parameters are scalars
+    nullable = [column["name"] for column in meta["inputs"] if column["kind"] != "string"]
+    return {
+        "name": meta["name"],
+        "versions": versions,
+        "platform": meta["platform"],
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "family": meta["family"],
+            "quick_skip_threshold_s": meta["quick_skip_threshold_s"],
+            "nullable_inputs": ",".join(nullable),
+        },
+    }
 
 
 def _requested_outputs(
@@ -257,7 +313,7 @@ def _requested_outputs(
 # --------------------------------------------------------------------------- the answer
 
 
-def _output_arrays(result: Prediction) -> dict[str, np.ndarray]:
+def output_arrays(result: Prediction) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {
         "expected_watch_time_s": result.mean,
         "point_s": result.point,
@@ -277,7 +333,7 @@ def encode_response(
     model: ModelRuntime, request: V2Request, result: Prediction
 ) -> tuple[bytes, int | None]:
     """Response body and, when some output is binary, the JSON header's length."""
-    arrays = _output_arrays(result)
+    arrays = output_arrays(result)
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for out in request.outputs:
@@ -290,9 +346,7 @@ def encode_response(
         else:
             entry["data"] = arr.reshape(-1)
         outputs.append(entry)
-    parameters: dict[str, Any] = {"quick_skip_threshold_s": result.quick_skip_threshold_s}
-    if request.options.quantiles is not None:
-        parameters["quantiles"] = request.options.quantiles
+    parameters = response_parameters(request, result)
     header: dict[str, Any] = {
         "model_name": model.name,
         "model_version": model.version,
@@ -305,6 +359,14 @@ def encode_response(
     if not blobs:
         return text, None
     return b"".join([text, *blobs]), len(text)
+
+
+def response_parameters(request: V2Request, result: Prediction) -> dict[str, Any]:
+    """The answer's ``parameters``: the threshold applied and the quantile levels asked."""
+    parameters: dict[str, Any] = {"quick_skip_threshold_s": result.quick_skip_threshold_s}
+    if request.options.quantiles is not None:
+        parameters["quantiles"] = request.options.quantiles
+    return parameters
 
 
 def timeout_parameter_s(parameters: Mapping[str, Any]) -> float | None:

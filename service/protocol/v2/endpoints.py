@@ -25,11 +25,10 @@ from service.protocol.errors import V2, as_service_error
 from service.protocol.http import HttpRequest, Reply
 from service.protocol.schemas import v2_request_body
 from service.protocol.v2.codec import (
-    BASE_OUTPUTS,
     HEADER_LENGTH,
-    available_outputs,
     decode_request,
     encode_response,
+    metadata_document,
 )
 from service.runtime.model import ModelRuntime
 
@@ -57,36 +56,9 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": state.ready}, 200 if state.ready else 503)
 
 
-_DATATYPES = {"string": "BYTES", "number": "FP64", "integer": "INT64"}
-
-
 def _metadata(model: ModelRuntime, request: Request) -> Response:
-    meta = model.metadata()
-    inputs = [
-        {"name": column["name"], "datatype": _DATATYPES[column["kind"]], "shape": [-1]}
-        for column in meta["inputs"]
-    ]
-    outputs = [
-        {"name": name, "datatype": "FP64", "shape": [-1] if name in BASE_OUTPUTS else [-1, -1]}
-        for name in available_outputs(model, None)
-    ]
-    # inputs where NaN marks a missing value (INT64 ones sent as FP64 or FP32); one
-    # comma-separated string, as v2 parameters are scalars
-    nullable = [column["name"] for column in meta["inputs"] if column["kind"] != "string"]
-    return json_response(
-        {
-            "name": meta["name"],
-            "versions": serving_repository(request).versions(model.name),
-            "platform": meta["platform"],
-            "inputs": inputs,
-            "outputs": outputs,
-            "parameters": {
-                "family": meta["family"],
-                "quick_skip_threshold_s": meta["quick_skip_threshold_s"],
-                "nullable_inputs": ",".join(nullable),
-            },
-        }
-    )
+    versions = serving_repository(request).versions(model.name)
+    return json_response(metadata_document(model, versions))
 
 
 @router.get("/models/{name}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,13 @@ def load_header(header: bytes) -> Any:
 
 
 def tensor_shape(name: str, tensor: Mapping[str, Any]) -> tuple[list[int], int]:
-    shape = tensor.get("shape")
+    """A JSON tensor's shape and element count (see :func:`checked_shape`)."""
+    return checked_shape(name, tensor.get("shape"))
+
+
+def checked_shape(name: str, shape: Any) -> tuple[list[int], int]:
+    """A declared shape (a list of dimensions, whatever the wire) and its element count:
+    at most 2 dimensions, each an integer in [0, 2**63); InvalidInput naming the input else."""
     if isinstance(shape, list) and len(shape) > 2:  # before any per-dimension work
         raise InvalidInput(
             f"input {name!r}: shape must be [n] or [n, 1], got {len(shape)} dimensions"
@@ -127,6 +133,26 @@ def _bytes_checked(name: str, raw: bytes, count: int) -> np.ndarray:
     if pos != len(raw):
         raise InvalidInput(f"input {name!r}: {len(raw) - pos} bytes left after {count} elements")
     return out
+
+
+def from_texts(name: str, items: Sequence[bytes]) -> np.ndarray:
+    """A BYTES tensor given element by element (gRPC's ``bytes_contents``): the rules of the
+    binary form, UTF-8 text within the length limit, the element at fault named."""
+    count = len(items)
+    if count == 0:
+        return np.empty(0, dtype=object)
+    pieces = list(items)
+    try:
+        if max(map(len, pieces)) <= 4 * MAX_STRING_CHARS and not any(b"\0" in p for p in pieces):
+            texts = b"\0".join(pieces).decode("utf-8").split("\0")
+            if len(texts) == count and max(map(len, texts)) <= MAX_STRING_CHARS:
+                out = np.empty(count, dtype=object)
+                out[:] = texts
+                return out
+    except UnicodeDecodeError:
+        pass
+    framed = b"".join(_U32.pack(len(p)) + p for p in pieces)
+    return _bytes_checked(name, framed, count)
 
 
 def from_binary(name: str, datatype: str, buf: memoryview, count: int) -> np.ndarray:
