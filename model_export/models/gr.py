@@ -121,36 +121,44 @@ def windowed_soft_argmax(p: torch.Tensor, values: torch.Tensor, half: int) -> to
 
 
 class Attention(nn.Module):
-    """Multi-head attention on tensors ``(..., L, d)``; leading axes broadcast between the
-    queries and the keys (every coarse prefix of a row attends to the row's one memory)."""
+    """Multi-head attention of one query position over a few keys, without batched matmuls.
+
+    With at most a handful of keys (the earlier tokens, or the few memory vectors) a batched
+    matmul per row and head is thousands of tiny products; here the per-head dot products are
+    an elementwise product summed per head by one (d, h) matrix, and the weights spread back
+    to the width by its transpose, so every product is one GEMM over all rows at once (in
+    torch and in ONNX alike). Queries ``(..., d)``, keys and values ``(..., S, d)``, leading
+    axes broadcasting.
+    """
 
     def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not a multiple of {n_heads} heads")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        head_dim = d_model // n_heads
         self.q = nn.Linear(d_model, d_model)
         self.k = nn.Linear(d_model, d_model)
         self.v = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
+        member = (torch.arange(d_model).unsqueeze(1) // head_dim == torch.arange(n_heads)).float()
+        self.register_buffer("pool", member / math.sqrt(head_dim), persistent=False)
+        self.register_buffer("spread", member.T.contiguous(), persistent=False)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(-2, -3)
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        q, k, v = self._split(self.q(x)), self._split(self.k(context)), self._split(self.v(context))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = scores + mask
-        out = torch.softmax(scores, dim=-1) @ v
-        return self.out(out.transpose(-2, -3).flatten(-2))  # type: ignore[no-any-return]
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        pool: torch.Tensor = self.pool  # type: ignore[assignment]
+        spread: torch.Tensor = self.spread  # type: ignore[assignment]
+        scores = (self.q(x).unsqueeze(-2) * keys) @ pool.to(x.dtype)  # (..., S, h)
+        weights = torch.softmax(scores, dim=-2) @ spread.to(x.dtype)  # (..., S, d)
+        return self.out((weights * values).sum(dim=-2))
 
 
 class DecoderLayer(nn.Module):
-    """Post-norm decoder block, as in the released code: causal self-attention, attention to
-    the memory, feed-forward, each with dropout, a residual and a LayerNorm."""
+    """Post-norm decoder block, as in the released code: self-attention over the positions so
+    far, attention to the memory, feed-forward, each with dropout, a residual and a LayerNorm.
+
+    It runs one position at a time; each position's keys and values stay in ``cache``, so a
+    position sees itself and the earlier ones only (causal by construction).
+    """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
         super().__init__()
@@ -162,10 +170,32 @@ class DecoderLayer(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
-        x = self.norms[0](x + self.drop(self.self_attention(x, x, causal)))
-        x = self.norms[1](x + self.drop(self.cross_attention(x, memory)))
-        return self.norms[2](x + self.drop(self.ffn(x)))  # type: ignore[no-any-return]
+    def memory_keys(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's keys and values for the cross-attention, (n, 1, M, d)."""
+        m = memory.unsqueeze(1)
+        return self.cross_attention.k(m), self.cross_attention.v(m)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """The block's output at the next position, ``x`` (n, P, d): P parallel prefixes."""
+        cache.append((self.self_attention.k(x), self.self_attention.v(x)))
+        keys = torch.stack([k.expand_as(x) for k, _ in cache], dim=-2)
+        values = torch.stack([v.expand_as(x) for _, v in cache], dim=-2)
+        x = self.norms[0](x + self.drop(self.self_attention(x, keys, values)))
+        x = self.norms[1](x + self.drop(self.cross_attention(x, *memory_kv)))
+        return self.norms[2](x + self.drop(self.ffn(x)))
+
+
+class DecodeState:
+    """One decoding run: the memory's keys per block and each block's cache of positions."""
+
+    def __init__(self, layers: nn.ModuleList, memory: torch.Tensor) -> None:
+        self.memory_kv = [layer.memory_keys(memory) for layer in layers]  # type: ignore[operator]
+        self.caches: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
 
 
 class TokenDecoder(nn.Module):
@@ -185,32 +215,33 @@ class TokenDecoder(nn.Module):
             DecoderLayer(d_model, n_heads, dropout) for _ in range(n_layers)
         )
         self.heads = nn.ModuleList(nn.Linear(d_model, k) for k in self.tokens)
-        length = len(self.tokens)
-        causal = torch.triu(torch.full((length, length), float("-inf")), diagonal=1)
-        self.register_buffer("causal", causal, persistent=False)
         self.drop = nn.Dropout(dropout)
 
     def step_embeddings(self, t: int) -> torch.Tensor:
         """The embeddings of step ``t``'s tokens, (K_t, d)."""
         return self.embedding.weight[self.base[t] : self.base[t] + self.tokens[t]]
 
-    def start(self) -> torch.Tensor:
-        """The start token's embedding, (1, d)."""
-        return self.embedding.weight[self.start_id : self.start_id + 1]
+    def start(self, n: int) -> torch.Tensor:
+        """The start token's embedding for ``n`` rows, (n, 1, d)."""
+        d = self.embedding.weight.shape[1]
+        return self.embedding.weight[self.start_id :].unsqueeze(0).expand(n, 1, d)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Hidden states of input embeddings ``x`` (..., L, d) over ``memory`` (..., M, d)."""
-        length = x.shape[-2]
-        causal: torch.Tensor = self.causal  # type: ignore[assignment]
-        mask = causal[:length, :length].to(x.dtype)
+    def begin(self, memory: torch.Tensor) -> DecodeState:
+        """A new decoding run over ``memory`` (n, M, d)."""
+        return DecodeState(self.layers, memory)
+
+    def step(self, state: DecodeState, x: torch.Tensor) -> torch.Tensor:
+        """Hidden state at the next position of input embeddings ``x`` (n, P, d)."""
         h = self.drop(x)
-        for layer in self.layers:
-            h = layer(h, memory, mask)
+        for layer, cache, memory_kv in zip(self.layers, state.caches, state.memory_kv, strict=True):
+            h = layer.step(h, cache, memory_kv)  # type: ignore[operator]
         return h
 
-    def logits(self, h: torch.Tensor, t: int) -> torch.Tensor:
-        """Step ``t``'s token logits from the hidden state at position ``t``, (..., K_t)."""
-        return self.heads[t](h[..., t, :])  # type: ignore[no-any-return]
+    def forced(self, memory: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each step's logits (n, K_t) for given inputs after the start token (n, d) each."""
+        state = self.begin(memory)
+        xs = [self.start(memory.shape[0]), *(x.unsqueeze(1) for x in inputs)]
+        return [self.heads[t](self.step(state, x))[:, 0] for t, x in enumerate(xs)]
 
 
 # ----- the model --------------------------------------------------------------------------------
@@ -300,16 +331,7 @@ class GenerativeRegression(BaselineModel):
 
     def memory(self, raw: torch.Tensor) -> torch.Tensor:
         """The head's output as ``M`` memory vectors, (n, M, d)."""
-        return raw.unflatten(1, (self.n_memory, self.d_model))
-
-    def _inputs(self, n: int, steps: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder inputs: the start token, then the given per-step embeddings (n, d)."""
-        start = self.decoder.start().expand(n, self.d_model)
-        return torch.stack([start, *steps], dim=1)
-
-    def _forced_logits(self, memory: torch.Tensor, steps: list[torch.Tensor]) -> list[torch.Tensor]:
-        h = self.decoder(self._inputs(memory.shape[0], steps), memory)
-        return [self.decoder.logits(h, t) for t in range(len(self.tokens))]
+        return raw.reshape(-1, self.n_memory, self.d_model)
 
     def _true_embeddings(self, seq: torch.Tensor) -> list[torch.Tensor]:
         """Embeddings of the true tokens of steps 1 .. L-1 (the inputs after the start)."""
@@ -325,7 +347,7 @@ class GenerativeRegression(BaselineModel):
         embedding mixup (a second pass whose inputs are partly the first pass's soft tokens)."""
         memory = self.memory(raw)
         true = self._true_embeddings(seq)
-        logits = self._forced_logits(memory, true)
+        logits = self.decoder.forced(memory, true)
         share = self.mixup_share() if self.training else 0.0
         if share <= 0.0:
             return logits
@@ -334,7 +356,7 @@ class GenerativeRegression(BaselineModel):
             soft = torch.softmax(logits[t], dim=1) @ self.decoder.step_embeddings(t)
             own = torch.rand(emb.shape[0], 1, device=emb.device) < share
             mixed.append(torch.where(own, soft, emb))
-        return self._forced_logits(memory, mixed)
+        return self.decoder.forced(memory, mixed)
 
     def soft_point(self, logits: list[torch.Tensor], seq: torch.Tensor) -> torch.Tensor:
         """Windowed soft-argmax of each step, summed, along the given prefixes, seconds."""
@@ -349,34 +371,35 @@ class GenerativeRegression(BaselineModel):
     def greedy(self, raw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Greedy decoding: each step's probabilities along the argmax path, (n, K_t), and the
         point in seconds (the windowed soft-argmax of each step, summed)."""
-        memory = self.memory(raw)
         n = raw.shape[0]
-        chosen: list[torch.Tensor] = []
+        state = self.decoder.begin(self.memory(raw))
+        x = self.decoder.start(n)
         probs: list[torch.Tensor] = []
         node = torch.zeros(n, dtype=torch.long, device=raw.device)
         total = torch.zeros(n, dtype=raw.dtype, device=raw.device)
         for t, k in enumerate(self.tokens):
-            h = self.decoder(self._inputs(n, chosen), memory)
-            p = torch.softmax(self.decoder.logits(h, t), dim=1)
+            p = torch.softmax(self.decoder.heads[t](self.decoder.step(state, x))[:, 0], dim=1)
             values = self.token_values_s(t).to(raw.dtype)[node]
             total = total + windowed_soft_argmax(p, values, self.window)
             pick = torch.argmax(p, dim=1)
             node = node * k + pick
-            chosen.append(self.decoder.step_embeddings(t)[pick])
+            x = self.decoder.step_embeddings(t)[pick].unsqueeze(1)
             probs.append(p)
         return probs, total
 
     def bucket_probs(self, raw: torch.Tensor) -> torch.Tensor:
-        """``P(step 1 = j) P(step 2 = k | j)`` over the depth-2 buckets, (n, K_1 K_2): step 2
-        for every coarse prefix at once (the prefixes are the same for every row, so they
-        form a (K_1, 2, d) input that broadcasts against each row's memory)."""
+        """``P(step 1 = j) P(step 2 = k | j)`` over the depth-2 buckets, (n, K_1 K_2): the
+        second position runs for every coarse prefix at once (P = K_1 parallel prefixes over
+        the one start position in the cache)."""
+        n = raw.shape[0]
         k1, k2 = self.tokens[0], self.tokens[1]
-        start = self.decoder.start().expand(k1, self.d_model)
-        prefixes = torch.stack([start, self.decoder.step_embeddings(0)], dim=1)  # (K1, 2, d)
-        h = self.decoder(prefixes.to(raw.dtype), self.memory(raw).unsqueeze(1))  # (n, K1, 2, d)
-        p1 = torch.softmax(self.decoder.logits(h[:, 0], 0), dim=1)  # (n, K1)
-        p2 = torch.softmax(self.decoder.logits(h, 1), dim=2)  # (n, K1, K2)
-        return (p1.unsqueeze(2) * p2).reshape(-1, k1 * k2)
+        state = self.decoder.begin(self.memory(raw))
+        h0 = self.decoder.step(state, self.decoder.start(n))  # (n, 1, d)
+        p1 = torch.softmax(self.decoder.heads[0](h0), dim=2)  # (n, 1, K1)
+        prefixes = self.decoder.step_embeddings(0).unsqueeze(0).expand(n, k1, self.d_model)
+        h1 = self.decoder.step(state, prefixes)  # (n, K1, d)
+        p2 = torch.softmax(self.decoder.heads[1](h1), dim=2)  # (n, K1, K2)
+        return (p1.transpose(1, 2) * p2).reshape(-1, k1 * k2)
 
     # ----- BaselineModel ----------------------------------------------------------------------
 
@@ -388,17 +411,17 @@ class GenerativeRegression(BaselineModel):
         huber = F.huber_loss(point, y.to(point.dtype), reduction="none", delta=self.huber_delta)
         if self.training:
             self.steps_seen += 1
-        return (ce + self.huber_weight * huber).mean()  # type: ignore[no-any-return]
+        return (ce + self.huber_weight * huber).mean()
 
     def validation_loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The objective as served: teacher-forced ``-log P(leaf)`` plus the Huber term of the
         greedy decode's point (no mixup, no randomness)."""
         seq = self.tokens_of(y)
-        logits = self._forced_logits(self.memory(raw), self._true_embeddings(seq))
+        logits = self.decoder.forced(self.memory(raw), self._true_embeddings(seq))
         ce = sum(F.cross_entropy(z, seq[:, t], reduction="none") for t, z in enumerate(logits))
         point = self.restore(raw) / self.label_scale
         huber = F.huber_loss(point, y.to(point.dtype), reduction="none", delta=self.huber_delta)
-        return (ce + self.huber_weight * huber).mean()  # type: ignore[no-any-return]
+        return (ce + self.huber_weight * huber).mean()
 
     def restore(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.greedy(raw)[1])
