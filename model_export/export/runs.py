@@ -33,6 +33,9 @@ BASELINE_DESCRIPTIONS = {
     "relevance, censored at the video's end; the exit time's survival curve",
     "lda": "Label-distribution anchors: per-duration watch-ratio anchors weighted per row "
     "(Sinkhorn-aligned), mapped to seconds by the row's duration; histogram + regressed point",
+    "gr": "Generative regression: a Transformer decoder writes the watch time as 3 hierarchical "
+    "quantile tokens (curriculum embedding mixup); histogram over the first two steps, "
+    "windowed soft-argmax point",
 }
 
 

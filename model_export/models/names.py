@@ -18,6 +18,7 @@ SERVED = (
     "d2co",
     "cwm",
     "lda",
+    "gr",
 )
 """Baselines exported to ``models/<name>/1`` and served by their family."""
 

@@ -13,6 +13,7 @@ from model_export.models.point import (
     HuberRegression,
     RelativeHuberRegression,
 )
+from model_export.models.gr import GenerativeRegression
 from model_export.models.lda import LabelDistributionAnchors
 from model_export.models.names import ALL, OFFLINE, SERVED
 from model_export.models.softmax import BucketSoftmax
@@ -38,6 +39,7 @@ BASELINES: dict[str, type[BaselineModel]] = {
         D2Co,
         CWM,
         LabelDistributionAnchors,
+        GenerativeRegression,
     )
 }
 """Each baseline's head class, by name."""

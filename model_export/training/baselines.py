@@ -10,8 +10,8 @@ Honesty rules, enforced here rather than promised in the report:
 - Same selection: early stopping on the validation day's value of each model's own
   objective, best epoch restored; the only other use of the validation day is the spread
   of ``vr`` and of the point regressors (``huber``, ``huberpp``, ``am``). Head constants
-  (bucket edges, CREAD's split points, TPM's leaves, D2Q's duration groups) come from the
-  training days' labels and durations.
+  (bucket edges, CREAD's split points, TPM's leaves, GR's token vocabulary, D2Q's duration
+  groups) come from the training days' labels and durations.
 - No tuning on the test day: each baseline has one configuration, the papers' defaults
   where they give one, fixed before any test figure was seen.
 """
@@ -32,6 +32,7 @@ from model_export.models.cread import CREAD, cread_thresholds
 from model_export.models.d2q import DurationGroups, DurationQuantile
 from model_export.models.distill import DistilledBucketSoftmax
 from model_export.models.duration import DurationHead, DurationInput
+from model_export.models.gr import GenerativeRegression, gr_vocabulary
 from model_export.models.point import PointRegression
 from model_export.models.registry import BASELINES
 from model_export.models.softmax import BucketSoftmax, exponential_bucket_edges
@@ -95,6 +96,18 @@ def build_model(
         return cls(cards, width, edges_s=edges, **common)
     if config.model == "tpm":
         return TreeProgressive(cards, width, edges_s=tpm_edges(train_y), **common)
+    if config.model == "gr":
+        leaves, buckets = gr_vocabulary(train_y, config.gr_tokens)
+        return GenerativeRegression(
+            cards,
+            width,
+            leaf_edges_s=leaves,
+            bucket_edges_s=buckets,
+            tokens=config.gr_tokens,
+            d_model=config.gr_d_model,
+            n_layers=config.gr_layers,
+            **common,
+        )
     if config.model == "cread":
         thr = thresholds_s or cread_thresholds(train_y, config.n_thresholds, config.cread_alpha)
         return CREAD(

@@ -67,6 +67,10 @@ class BaselineConfig:
     huber_delta: float = 1.0
     # d2q: equal-frequency duration groups (unknown duration is a group of its own)
     n_duration_groups: int = 30
+    # gr: tokens per decoding step (coarse slot first), decoder width and depth
+    gr_tokens: tuple[int, ...] = (16, 4, 4)
+    gr_d_model: int = 32
+    gr_layers: int = 2
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for logs and manifests."""
