@@ -46,7 +46,7 @@ def _print_run(run: EGMNRun, label: str) -> None:
 
 
 def _baseline_config(args: argparse.Namespace) -> BaselineConfig:
-    config = BaselineConfig(model=args.model, seed=args.seed, history=args.history)
+    config = BaselineConfig.of(args.model, seed=args.seed, history=args.history)
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs=args.epochs)
     return config
@@ -134,7 +134,7 @@ def _d2q_run(runs_dir: Path, data_dir: Path, quiet: bool) -> BaselineRun:
     if path.exists():
         return load_run(path, BaselineRun)
     print(f"no {path}: training d2q (about a minute)")
-    run = run_baseline(prepare(data_dir), BaselineConfig(model="d2q"), progress=not quiet)
+    run = run_baseline(prepare(data_dir), BaselineConfig.of("d2q"), progress=not quiet)
     save_run(run, path)
     return run
 
@@ -188,7 +188,7 @@ def build_all(args: argparse.Namespace) -> None:
     _write(tuned, out_v2, "2", references_v2)
     print(f"wrote {out_v2}: EGMN with the tuned configuration {tuning.SERVED}")
     for name in SERVED:
-        run = run_baseline(prepared, BaselineConfig(model=name), progress=progress)
+        run = run_baseline(prepared, BaselineConfig.of(name), progress=progress)
         target = args.models_dir / name / "1"
         _write_baseline(run, target, "1", {REFERENCE: baseline})
         print(f"wrote {target}: {name} in {run.seconds:.0f} s")
@@ -271,7 +271,7 @@ def seeds(args: argparse.Namespace) -> None:
                 config = dataclasses.replace(config_of(TUNED), seed=seed)
                 _write(run_egmn(prepared, config, progress=not args.quiet), out, "1", {})
             else:
-                config_b = BaselineConfig(model=name, seed=seed)
+                config_b = BaselineConfig.of(name, seed=seed)
                 _write_baseline(
                     run_baseline(prepared, config_b, progress=not args.quiet), out, "1", {}
                 )

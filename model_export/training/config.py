@@ -77,6 +77,12 @@ class BaselineConfig:
         return asdict(self)
 
     @classmethod
+    def of(cls, model: str, **values: object) -> BaselineConfig:
+        """The configuration ``make models`` trains ``model`` with: the defaults, then the
+        model's own entry in :data:`MODEL_DEFAULTS`, then ``values``."""
+        return cls(model=model, **{**MODEL_DEFAULTS.get(model, {}), **values})  # type: ignore[arg-type]
+
+    @classmethod
     def shared_fields(cls) -> tuple[str, ...]:
         """The fields every model, EGMN included, shares (the optimisation budget)."""
         return tuple(f.name for f in fields(cls))[1:13]
@@ -88,6 +94,16 @@ def check_inputs(config: TrainConfig | BaselineConfig, has_history: bool) -> Non
     if config.history != has_history:
         want = "with" if config.history else "without"
         raise ValueError(f"the config asks for inputs {want} history features; prepare them so")
+
+
+MODEL_DEFAULTS: dict[str, dict[str, object]] = {
+    # GR's decoder runs many small operations per step, which a second intra-op thread
+    # slows down rather than speeds up on a 2-core machine; one thread also keeps its
+    # shipped graph the one a rebuild gives (thread count changes float summation order).
+    "gr": {"num_threads": 1},
+}
+"""Settings that differ from the shared defaults for one model; nothing that changes its
+optimisation budget (the epochs, batch, learning rate and patience stay shared)."""
 
 
 class LoopConfig(Protocol):
