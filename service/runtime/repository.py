@@ -337,6 +337,8 @@ class ModelControl:
             return self._sync(names, retry)
 
     def _sync(self, names: set[str] | None, retry: bool) -> SyncResult:
+        if not self.root.is_dir():  # unmounted, renamed: not a reason to unload everything
+            raise ModelLoadError(f"the model repository {self.root} is not a directory")
         result = SyncResult()
         found = self.found(names)
         fresh: list[ModelRuntime] = []

@@ -21,7 +21,7 @@ import pytest
 from service.app import create_app
 from service.config import Settings, load_settings
 from service.controlplane import ControlPlane
-from service.errors import ConfigError
+from service.errors import ConfigError, ModelLoadError
 from tests.support.api import AppClient, LiveServer, client_for, request_rows
 from tests.support.metrics import scrape, value
 from tests.support.reload import (
@@ -324,6 +324,15 @@ def test_poll_loads_new_versions_retries_half_copies_and_unloads(
     add_version(root, "egmn", "1", "4")  # any source: the manifest is rewritten
     _poll(client)
     assert _served_version(client, "egmn") == "4"
+
+
+def test_a_repository_that_vanishes_unloads_nothing(poll_client: AppClient, root: Path) -> None:
+    root.rename(root.with_name("elsewhere"))
+    with pytest.raises(ModelLoadError, match="not a directory"):
+        _poll(poll_client)
+    assert _served_version(poll_client, "egmn") == "2"
+    root.with_name("elsewhere").rename(root)
+    assert _poll(poll_client).changed is False
 
 
 def test_poll_timer_picks_a_new_version_up(root: Path) -> None:
