@@ -10,6 +10,8 @@ settings (1 thread, 8 connections, 15 s after a 3 s warm-up), the run measures:
 * 256-row requests: rows/s, p50/p99; this service also over v2 binary tensors, at 70 % of
   its own saturated rate (p99), and with ``--workers 2``;
 * 1-row requests at 64 connections;
+* this service over gRPC (``ModelInfer``, raw contents), 256-row and 1-row, from a Python
+  ``grpc.aio`` client (:mod:`loadtest.grpc_load`), once, in a process of its own;
 * resident memory of the server's process tree;
 * in process: the service's rows per CPU-second against bare onnxruntime on the same rows.
 
@@ -29,8 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtest.agreement import reference_numbers
+from loadtest.grpc_load import infer_message
 from loadtest.inprocess import rows_per_cpu_second
-from loadtest.measure import Row, Run, measure_peer, measure_service, measure_workers
+from loadtest.measure import (
+    Row,
+    Run,
+    measure_grpc,
+    measure_peer,
+    measure_service,
+    measure_workers,
+)
 from loadtest.paths import MODELS, REPORT, ROOT
 from loadtest.payloads import INTERVALS, QUANTILES, HeldOutRows, benchmark_bodies
 from loadtest.profiler import top_frames
@@ -52,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="interpreter of the peers' environment (make bench builds .venv-peers)",
     )
     parser.add_argument("--no-peers", action="store_true", help="measure this service only")
+    parser.add_argument("--no-grpc", action="store_true", help="leave out the gRPC loads")
     parser.add_argument(
         "--rounds",
         type=int,
@@ -80,7 +91,8 @@ def prepare_run(durations: Durations) -> Run:
     rows = HeldOutRows(model.sources, model.source_kinds, ROWS)
     bodies = benchmark_bodies(rows, model.encode(rows.columns))
     result = model.predict(rows.columns, PredictOptions.create(QUANTILES, INTERVALS))
-    return Run(bodies, reference_numbers(result), durations)
+    grpc = {n: infer_message(rows, n) for n in (ROWS, 1)}
+    return Run(bodies, reference_numbers(result), durations, grpc)
 
 
 def measure_in_process(durations: Durations) -> tuple[dict[int, tuple[float, float]], int]:
@@ -132,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     run = prepare_run(durations)
     in_process, batch = measure_in_process(durations)
     rounds = alternate(run, args.rounds, None if args.no_peers else args.peers_python)
+    grpc = None if args.no_grpc else measure_grpc(run)
     cores = usable_cores()
     defaults = measure_workers(run, 0)  # the default: a worker per usable core
     print(f"defaults ({cores} workers): {defaults.rows_per_s:,.0f} rows/s")
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         mine_rounds=rounds.mine,
         others=rounds.others,
         defaults=defaults,
+        grpc=grpc,
         in_process=in_process,
         batch=batch,
         profile=rounds.profile,

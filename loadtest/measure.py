@@ -2,7 +2,8 @@
 
 A peer gets the two loads every server gets (256-row and 1-row requests); this service also
 gets the v2 binary load, a profile of its worker and, in the first round, the latency row at
-a fraction of its saturated rate.
+a fraction of its saturated rate; and, in a process of its own with the gRPC port open, the
+same two loads over gRPC (``ModelInfer`` with raw contents, :mod:`loadtest.grpc_load`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tritonclient.grpc import service_pb2 as pb
 
 from loadtest.agreement import service_numbers, worst_difference
+from loadtest.grpc_load import run_grpc
 from loadtest.payloads import Body, BodyName
 from loadtest.profiler import start_profile
 from loadtest.scenarios import (
@@ -28,7 +31,7 @@ from loadtest.scenarios import (
     Scenario,
     service_server,
 )
-from loadtest.servers import Server
+from loadtest.servers import Server, free_port
 from loadtest.wrk import Load, run_wrk
 
 
@@ -40,6 +43,8 @@ class Run:
     #: this service's in-process answer for the 256 rows, by the peers' output names
     reference: dict[str, np.ndarray]
     durations: Durations
+    #: ModelInfer messages (raw contents) by row count: the gRPC loads' requests
+    grpc: dict[int, pb.ModelInferRequest]
 
     def load(
         self, server: Server, scenario: Scenario, seconds: float, delay_ms: float = 0.0
@@ -134,3 +139,29 @@ def at_fraction_of(server: Server, run: Run, saturated: Load, fraction: float) -
 def measure_workers(run: Run, workers: int) -> Load:
     with service_server(workers) as server:
         return run.warm_and_load(server, NATIVE_256)
+
+
+GRPC_NAME = "this service, gRPC `ModelInfer` raw contents (Python `grpc.aio` client)"
+
+
+def measure_grpc(run: Run) -> Row:
+    """This service with one worker and its gRPC port open: the 256-row load at the HTTP
+    load's connections and the 1-row load at its 64, from :mod:`loadtest.grpc_load` (a
+    Python client, which takes more of the shared CPU than wrk does)."""
+    grpc_port = free_port()
+    server = service_server(1, grpc_port)
+    with server:
+        big = run_grpc(
+            grpc_port, run.grpc[NATIVE_256.rows], NATIVE_256.connections, run.durations.load
+        )
+        small = run_grpc(
+            grpc_port, run.grpc[NATIVE_1.rows], NATIVE_1.connections, run.durations.load
+        )
+        rss = server.rss_mb()
+    row = Row(GRPC_NAME, big, small, rss)
+    print(
+        f"gRPC: {big.rows_per_s:,.0f} rows/s (p50 {big.p50_ms:.1f} ms, p99 {big.p99_ms:.1f} ms), "
+        f"1-row {small.requests_per_s:,.0f}/s, errors {big.errors + small.errors}",
+        flush=True,
+    )
+    return row

@@ -35,6 +35,8 @@ class Results:
     others: list[Row]
     #: this service with its default worker count
     defaults: Load
+    #: this service over gRPC, 256-row and 1-row (None: left out)
+    grpc: Row | None
     #: batch rows -> (bare onnxruntime, this service) rows per CPU-second
     in_process: dict[int, tuple[float, float]]
     #: the service's default batch bound
@@ -87,8 +89,22 @@ def _server_table(results: Results) -> list[str]:
         _table_line(mine),
         f"| this service, v2 binary tensors | {v2.rows_per_s:,.0f} | {v2.p50_ms:.0f} / "
         f"{v2.p99_ms:.0f} | | | {v2.errors} | |",
+        *([] if results.grpc is None else [_table_line(results.grpc)]),
         f"| this service, defaults (`python -m service`: {usable_cores()} workers here) | "
         f"{two.rows_per_s:,.0f} | {two.p50_ms:.0f} / {two.p99_ms:.0f} | | | {two.errors} | |",
+    ]
+
+
+def _grpc_note(results: Results) -> list[str]:
+    if results.grpc is None:
+        return []
+    return [
+        "The gRPC row is this service with one worker and its gRPC port open, loaded by "
+        "`loadtest/grpc_load.py` (`ModelInfer` with raw contents, the same rows, quantiles and "
+        "intervals; as many calls in flight as wrk has connections, each on a channel of its "
+        "own; a warm-up of a tenth of the load's time): a Python `grpc.aio` client, which "
+        "takes more of the shared cores than wrk, so the gRPC and HTTP rates compare only "
+        "roughly.",
     ]
 
 
@@ -246,6 +262,7 @@ def write_report(results: Results, path: Path) -> None:
         f"Load: {NATIVE_256.connections} connections for 256-row requests, "
         f"{NATIVE_1.connections} for 1-row ones, {durations.load:g} s after a "
         f"{durations.warm:g} s warm-up. RSS: the server's whole process tree.",
+        *_grpc_note(results),
         "",
         *table,
         "",

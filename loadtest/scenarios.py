@@ -76,9 +76,10 @@ def peer_servers(python: str) -> list[Server]:
     ]
 
 
-def service_server(workers: int) -> Server:
-    """This service with ``workers`` uvicorn workers (0: one per usable core)."""
+def service_server(workers: int, grpc_port: int = 0) -> Server:
+    """This service with ``workers`` uvicorn workers (0: one per usable core); gRPC on
+    ``grpc_port`` only when one is given (the default gRPC port may be taken)."""
     name = f"this service (`python -m service --workers {workers}`)"
     command = [sys.executable, "-m", "service", "--port", "{port}", "--workers", str(workers)]
-    command += ["--grpc-port", "0"]  # HTTP only: the default gRPC port may be taken
+    command += ["--grpc-port", str(grpc_port)]
     return Server(name, command, health="/readyz")

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"watchtime: configuration error: {exc}", file=sys.stderr)
         return 2
-    if not discover(settings.model_repository):
+    if settings.model_control == "none" and not discover(settings.model_repository):
         print(
             f"watchtime: configuration error: no <name>/<version>/ model directory under "
             f"{settings.model_repository}",

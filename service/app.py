@@ -5,6 +5,10 @@ process that accepts connections is ready unless it is shutting down. On SIGTERM
 readiness flag drops at once (the handler uvicorn installs is wrapped, not replaced), while
 uvicorn lets the requests in flight finish before the process exits.
 
+The models served may change afterwards, as ``WATCHTIME_MODEL_CONTROL`` says
+(:mod:`service.controlplane`: a poll of the repository, or load and unload requests on the
+Open Inference Protocol's repository extension).
+
 With ``WATCHTIME_GRPC_PORT`` (default 8001; 0: none) the lifespan also runs the Open Inference
 Protocol's gRPC service on the same event loop, once the models are loaded, over the same data
 plane (:mod:`service.protocol.grpc.server`); a shutdown drains it beside HTTP.
@@ -28,6 +32,7 @@ from starlette.responses import Response
 from service import metrics
 from service.auth import install_auth
 from service.config import Settings, load_settings
+from service.controlplane import ControlPlane
 from service.dataplane import DataPlane
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
@@ -35,9 +40,10 @@ from service.protocol.fastpath import FastPath
 from service.protocol.native.endpoints import router as native_router
 from service.protocol.schemas import request_examples, v2_examples
 from service.protocol.v2.endpoints import router as v2_router
+from service.protocol.v2.repository import router as repository_router
 from service.runtime.batcher import BatchConfig, Batchers
 from service.runtime.model import SessionConfig
-from service.runtime.repository import ModelRepository, load_repository
+from service.runtime.repository import ModelControl, ModelRepository
 from service.runtime.state import ServiceState
 
 if TYPE_CHECKING:
@@ -70,15 +76,24 @@ def _chain_shutdown_signals(state: ServiceState) -> None:
         signal.signal(sig, handler)
 
 
-def _load(settings: Settings) -> ModelRepository:
+def _control(settings: Settings, repository: ModelRepository | None = None) -> ModelControl:
     config = SessionConfig(settings.intra_op_threads, settings.inter_op_threads)
-    return load_repository(
-        settings.model_repository,
-        config,
-        settings.default_model,
-        settings.warmup_rows,
-        strict=settings.strict_models,
-    )
+    return ModelControl(settings.model_repository, config, settings.warmup_rows, repository)
+
+
+def _load(settings: Settings) -> ModelControl:
+    """Start-up: the models the control mode loads first (all of them, or in explicit mode
+    those of WATCHTIME_LOAD_MODELS), with the start-up rules of WATCHTIME_STRICT_MODELS.
+
+    Only without model control must something serve, and the default model be loaded: in
+    the other modes models may arrive later.
+    """
+    control = _control(settings)
+    fixed = settings.model_control == "none"
+    names = settings.load_model_names() if settings.model_control == "explicit" else None
+    control.load_initial(names, strict=settings.strict_models, require_one=fixed)
+    control.repository.set_default(settings.default_model, require_loaded=fixed)
+    return control
 
 
 def create_app(
@@ -100,22 +115,35 @@ def create_app(
     state = ServiceState(repository)
     batchers = Batchers(batch_config(settings))
     plane = DataPlane(state, settings, batchers)
+    control_plane = ControlPlane(batchers, settings)
+    if repository is not None:  # the repository extension answers even without a lifespan
+        control_plane.attach(_control(settings, repository))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if handle_signals:
             _chain_shutdown_signals(state)
-        loaded = repository if repository is not None else await run_in_threadpool(_load, settings)
+        control = control_plane.attached
+        if control is None:
+            control = await run_in_threadpool(_load, settings)
+        loaded = control.repository
         metrics.register_models((m.name, m.version, m.manifest.family) for m in loaded)
         metrics.register_load_status(loaded.load_status())
         state.set_repository(loaded)
+        control_plane.start(control)
         grpc_front = await _start_grpc(plane, settings) if settings.grpc_port else None
         app.state.grpc = grpc_front
-        log.info("ready: %d model(s), default %s", len(loaded), loaded.default_name)
+        log.info(
+            "ready: %d model(s), default %s, model control %s",
+            len(loaded),
+            loaded.default_name,
+            settings.model_control,
+        )
         try:
             yield
         finally:
             state.begin_shutdown()
+            await control_plane.close()
             if grpc_front is not None:
                 await grpc_front.stop()
             await batchers.close()
@@ -135,11 +163,13 @@ def create_app(
     app.state.settings = settings
     app.state.service = state
     app.state.data_plane = plane
+    app.state.control_plane = control_plane
     install_error_handlers(app)
     app.add_middleware(FastPath, plane=plane)
     install_auth(app, settings)  # added last: outermost, so it guards the fast path too
     app.include_router(native_router)
     app.include_router(v2_router)
+    app.include_router(repository_router)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])
     _examples_from_default_model(app, state)
     return app

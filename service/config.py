@@ -134,10 +134,47 @@ class Settings(BaseSettings):
         default=True,
         description="stop start-up when any model directory fails to load (else serve the rest)",
     )
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        default="none",
+        description="how the served models follow the repository, as Triton's model control "
+        "modes: none (loaded at start-up only), poll (rescanned every poll_s seconds), "
+        "explicit (POST /v2/repository/models/{m}/load and unload)",
+    )
+    poll_s: float = Field(
+        default=15.0,
+        gt=0.0,
+        le=86_400.0,
+        allow_inf_nan=False,
+        description="seconds between two scans of the repository (model_control=poll)",
+    )
+    load_models: str = Field(
+        default="",
+        description="model_control=explicit: the models loaded at start-up, comma-separated, "
+        "or * for all of them (empty: none, as Triton's --load-model)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @model_validator(mode="after")
-    def _check_body_budget(self) -> Settings:
+    def _check_together(self) -> Settings:
+        names = self.load_model_names()
+        if names is not None and names and self.model_control != "explicit":
+            raise ValueError(
+                f"WATCHTIME_LOAD_MODELS ({self.load_models!r}) applies only with "
+                f"WATCHTIME_MODEL_CONTROL=explicit (it is {self.model_control!r}), which loads "
+                "at start-up only the models it names; the other modes load every model"
+            )
+        if "*" in self.load_models.split(",") and self.load_models.strip() != "*":
+            raise ValueError(
+                "WATCHTIME_LOAD_MODELS: * (every model) must stand alone, as Triton's "
+                "--load-model=*"
+            )
+        if self.model_control == "explicit" and self.workers > 1:
+            raise ValueError(
+                f"WATCHTIME_MODEL_CONTROL=explicit needs WATCHTIME_WORKERS=1 (it is "
+                f"{self.workers}): a load or unload request reaches one worker process only, "
+                "and the others would go on serving what they had; use poll mode with several "
+                "workers"
+            )
         if self.grpc_port and self.grpc_port == self.port:
             raise ValueError(
                 f"WATCHTIME_GRPC_PORT ({self.grpc_port}) must differ from WATCHTIME_PORT: HTTP "
@@ -162,6 +199,11 @@ class Settings(BaseSettings):
                     "padding), keys separated by commas"
                 )
         return value
+
+    def load_model_names(self) -> set[str] | None:
+        """The models explicit mode loads at start-up; None: all of them (``*``)."""
+        names = {n.strip() for n in self.load_models.split(",") if n.strip()}
+        return None if names == {"*"} else names
 
     def api_key_list(self) -> list[str]:
         """The configured bearer tokens (empty: no authentication)."""
@@ -231,7 +273,8 @@ def resolve_auto(settings: Settings) -> Settings:
     them (onnxruntime's own default is a thread per core in every process).
     """
     cores = usable_cores()
-    workers = settings.workers or cores
+    # explicit model control: one process, so that a load or unload reaches all of it
+    workers = settings.workers or (1 if settings.model_control == "explicit" else cores)
     intra = settings.intra_op_threads or max(1, cores // workers)
     if (workers, intra) == (settings.workers, settings.intra_op_threads):
         return settings

@@ -27,6 +27,7 @@ __all__ = [
     "InternalError",
     "InvalidInput",
     "MalformedBody",
+    "ModelControlDisabled",
     "ModelLoadError",
     "NotReady",
     "QueueFull",
@@ -231,6 +232,20 @@ class ModelLoadError(ServiceError):
     """A model directory that cannot be served; the message says why, in one line."""
 
     code = "model_unservable"
+
+
+class ModelControlDisabled(ServiceError):
+    """A load or unload request that the model control mode does not take."""
+
+    code = "model_control_disabled"
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(
+            f"explicit model load and unload are disabled: WATCHTIME_MODEL_CONTROL is {mode!r} "
+            "(only 'explicit' takes load and unload requests; 'poll' follows the repository's "
+            "directories, 'none' loads them at start-up only)"
+        )
+        self.mode = mode
 
 
 class ConfigError(ServiceError):

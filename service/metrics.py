@@ -158,14 +158,22 @@ REJECTED = Counter(
 )
 MODEL_INFO = Gauge(
     "watchtime_model_info",
-    "1 for each loaded model version.",
+    "1 for each loaded model version, 0 once it is unloaded or replaced.",
     ("model", "version", "family"),
     multiprocess_mode="max",
     registry=REGISTRY,
 )
-MODEL_LOAD_FAILURES = Gauge(
+MODEL_LOAD_FAILURES = Counter(
     "watchtime_model_load_failures",
-    "1 for each model version found at start-up that failed to load, 0 for each loaded one.",
+    "Model versions refused when loading (at start-up, by a poll or a load request), summed "
+    "over the workers that tried.",
+    ("model", "version"),
+    registry=REGISTRY,
+)
+MODEL_REFUSED = Gauge(
+    "watchtime_model_refused",
+    "1 for each model version found in the repository whose last load was refused and that "
+    "is not served; 0 otherwise.",
     ("model", "version"),
     multiprocess_mode="max",
     registry=REGISTRY,
@@ -239,9 +247,11 @@ def register_models(models: Iterable[tuple[str, str, str]]) -> None:
 
 
 def register_load_status(status: Iterable[tuple[str, str, bool]]) -> None:
-    """``watchtime_model_load_failures`` of each ``(name, version, failed)`` found at start-up."""
+    """The load-failure series of each ``(name, version, failed)`` found at start-up: the
+    counter exists (at zero, or already counted), ``watchtime_model_refused`` says which."""
     for name, version, failed in status:
-        MODEL_LOAD_FAILURES.labels(name, version).set(1 if failed else 0)
+        MODEL_LOAD_FAILURES.labels(name, version)
+        MODEL_REFUSED.labels(name, version).set(1 if failed else 0)
 
 
 def observe_many(histogram: Histogram, values: npt.NDArray[np.float64]) -> None:

@@ -39,6 +39,8 @@ _COMMON_STATUS: dict[str, int] = {
     "unsupported_encoding": 415,
     "unauthorized": 401,
     "unknown_model": 404,
+    "model_control_disabled": 400,
+    "model_unservable": 400,
     "queue_full": 429,
     "body_budget_full": 503,
     "not_ready": 503,

@@ -30,6 +30,12 @@ whatever batch it landed in.
 
 A request whose rows cannot be encoded or post-processed fails alone: the error names its
 own row, and its batch-mates are answered.
+
+A model version taken out of the repository (replaced by a new one, or unloaded) keeps its
+batcher until the requests that resolved it are answered: :meth:`Batchers.retire` lets the
+batcher run what it holds, and its loop ends once it is idle. A request that resolved the
+old version just before the swap and reaches the batcher after it still runs there (the loop
+starts again for it), so no request fails because a version changed under it.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -135,7 +142,11 @@ class Batcher:
     """The queue and the run loop of one loaded model version (lives on one event loop)."""
 
     def __init__(
-        self, model: ModelRuntime, config: BatchConfig, worker: WorkerThread | None = None
+        self,
+        model: ModelRuntime,
+        config: BatchConfig,
+        worker: WorkerThread | None = None,
+        on_idle: Callable[[Batcher], None] | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -148,8 +159,20 @@ class Batcher:
         self.loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(PIPELINE if config.enabled else 1)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._retiring = False
+        self._on_idle = on_idle
         self._task = self.loop.create_task(self._loop())
         self._last_run_s = 0.0
+
+    def retire(self) -> None:
+        """Run what is queued and in flight, then end the loop (the model is not served
+        any more); a late request starts it again (see :meth:`predict`)."""
+        self._retiring = True
+        self._wakeup.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._inflight
 
     @property
     def queued_rows(self) -> int:
@@ -180,6 +203,9 @@ class Batcher:
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded()
+        if self._task.done() and not self.loop.is_closed():
+            # a retired batcher whose loop ended while this request was on its way to it
+            self._task = self.loop.create_task(self._loop())
         future: asyncio.Future[Prediction] = self.loop.create_future()
         item = _Pending(columns, n, options, deadline, now, future)
         self._queue.append(item)
@@ -262,6 +288,10 @@ class Batcher:
         while True:
             self._drop_dead(time.monotonic())
             if not self._queue:
+                if self._retiring and not self._inflight:
+                    if self._on_idle is not None:
+                        self._on_idle(self)
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -290,6 +320,8 @@ class Batcher:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slots.release()
+        if self._retiring:
+            self._wakeup.set()  # the loop may end once the last batch is delivered
 
     async def _process(self, batch: list[_Piece]) -> None:
         """One batch through the stages: encode, onnxruntime, post-process, deliver.
@@ -464,20 +496,46 @@ class Batchers:
         self.config = config
         self.worker = WorkerThread()
         self._by_key: dict[tuple[int, int], Batcher] = {}
+        #: models out of the repository: a batcher made for one now retires when idle
+        self._retired_models: weakref.WeakSet[ModelRuntime] = weakref.WeakSet()
+        #: batchers finishing their last requests (closed too at shutdown)
+        self._retiring: set[Batcher] = set()
 
     def get(self, model: ModelRuntime) -> Batcher:
         key = (id(model), id(asyncio.get_running_loop()))
         batcher = self._by_key.get(key)
         if batcher is None or batcher.model is not model or batcher.loop.is_closed():
-            batcher = Batcher(model, self.config, self.worker)
-            self._by_key[key] = batcher
+            batcher = Batcher(model, self.config, self.worker, self._forget)
+            if model in self._retired_models:  # a request that resolved it before the swap
+                self._retiring.add(batcher)
+                batcher.retire()
+            else:
+                self._by_key[key] = batcher
         return batcher
+
+    def retire(self, model: ModelRuntime) -> None:
+        """``model`` is not served any more: its batchers answer what they hold, then stop."""
+        self._retired_models.add(model)
+        for key, batcher in list(self._by_key.items()):
+            if batcher.model is model:
+                del self._by_key[key]
+                self._retiring.add(batcher)
+                batcher.retire()
+
+    def _forget(self, batcher: Batcher) -> None:
+        self._retiring.discard(batcher)
+
+    @property
+    def retiring(self) -> int:
+        """Batchers of retired models still answering their last requests."""
+        return len(self._retiring)
 
     async def close(self) -> None:
         """Stop the batchers of the running loop; those of other loops are only cancelled."""
         loop = asyncio.get_running_loop()
-        batchers = list(self._by_key.values())
+        batchers = [*self._by_key.values(), *self._retiring]
         self._by_key.clear()
+        self._retiring.clear()
         for batcher in batchers:
             if batcher.loop is loop:
                 await batcher.close()

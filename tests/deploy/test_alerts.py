@@ -67,7 +67,7 @@ def test_promtool_rule_unit_tests_pass(promtool: Promtool) -> None:
         ("> 0.20\n", "> 0.60\n"),  # predicted watch time drift
         (") > 0.05\n        for: 30m", ") > 0.15\n        for: 30m"),  # quick-skip drift
         ("unless on (job, instance) watchtime_model_info == 1", "unless on (job, instance) up"),
-        ("(watchtime_model_load_failures) > 0", "(watchtime_model_load_failures) > 1"),
+        ("(watchtime_model_refused) > 0", "(watchtime_model_refused) > 1"),
     ],
 )
 def test_unit_tests_catch_a_loosened_threshold(

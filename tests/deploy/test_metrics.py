@@ -34,6 +34,8 @@ CONTRACT = {
     "watchtime_inflight_requests": ("gauge", set()),
     "watchtime_rejected": ("counter", {"model", "reason"}),
     "watchtime_model_info": ("gauge", {"model", "version", "family"}),
+    "watchtime_model_load_failures": ("counter", {"model", "version"}),
+    "watchtime_model_refused": ("gauge", {"model", "version"}),
     "watchtime_predicted_watch_time_seconds": ("histogram", {"model"}),
     "watchtime_predicted_quick_skip_prob": ("histogram", {"model"}),
 }

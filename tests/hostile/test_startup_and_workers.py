@@ -84,12 +84,13 @@ def test_lenient_start_up_reports_what_failed(tmp_path: Path) -> None:
             "failed_models": [{"model": "egmn", "version": "2"}],
         }
         status, text = get(svc.port, "/metrics")
-        failures = _samples(text.decode(), "watchtime_model_load_failures")
-        assert failures == {
+        expected = {
             (("model", "egmn"), ("version", "1")): 0.0,
             (("model", "egmn"), ("version", "2")): 1.0,
             (("model", "vr"), ("version", "1")): 0.0,
         }
+        assert _samples(text.decode(), "watchtime_model_refused") == expected
+        assert _samples(text.decode(), "watchtime_model_load_failures_total") == expected
         status, body = get(svc.port, "/v1/models/egmn")
         assert status == 200 and orjson.loads(body)["versions"] == ["1"]
     finally:
@@ -101,8 +102,10 @@ def test_healthy_start_up_reports_no_failure() -> None:
     try:
         svc.wait_ready()
         assert orjson.loads(get(svc.port, "/readyz")[1]) == {"ready": True}
-        failures = _samples(get(svc.port, "/metrics")[1].decode(), "watchtime_model_load_failures")
-        assert failures and set(failures.values()) == {0.0}, failures
+        text = get(svc.port, "/metrics")[1].decode()
+        for name in ("watchtime_model_refused", "watchtime_model_load_failures_total"):
+            failures = _samples(text, name)
+            assert failures and set(failures.values()) == {0.0}, (name, failures)
     finally:
         svc.stop()
 

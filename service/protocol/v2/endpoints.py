@@ -39,7 +39,11 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 async def server_metadata() -> Response:
     """Server name, version and the protocol extensions it implements."""
     return json_response(
-        {"name": "watchtime", "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
+        {
+            "name": "watchtime",
+            "version": SERVER_VERSION,
+            "extensions": ["binary_tensor_data", "model_repository"],
+        }
     )
 
 
