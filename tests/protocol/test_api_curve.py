@@ -223,3 +223,15 @@ def test_cost_of_a_maximal_curve_request(repository: ModelRepository) -> None:
             f"answer {size / 2**20:.1f} MiB"
         )
         assert elapsed < 10.0 and peak < 512 * 2**20
+
+
+def test_the_inspectors_rows_serve_every_model(client: AppClient, models: list[str]) -> None:
+    doc = client.get("/v1/inspect/rows").json()
+    assert doc["license"] == "CC BY-SA 4.0" and len(doc["rows"]) == 50
+    for name in models:
+        r = client.post(
+            f"/v1/models/{name}/predict",
+            json={"instances": doc["rows"], "curve": {"points": 100, "max_s": 60}},
+        )
+        assert r.status_code == 200, (name, r.text)
+        assert r.json()["n"] == 50
