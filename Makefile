@@ -25,12 +25,18 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.serve
 
 # Tools from the distribution that the tests drive for real: promtool and prometheus (Debian's
-# `prometheus` package). Needs root or sudo; a no-op when they are already on PATH.
+# `prometheus` package), and the headless browser of the /docs and /inspect tests (Debian's
+# `chromium`, driven by playwright; `make test` fails, not skips, those tests without it).
+# Needs root or sudo; a no-op when they are already installed.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+	@if ! command -v chromium >/dev/null && [ ! -x /usr/lib/chromium/chromium ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; \
 	fi
 
 run: $(VENV)/.serve
@@ -44,7 +50,7 @@ typecheck: $(VENV)/.all
 	$(BIN)/mypy service
 
 test: system-deps lint typecheck
-	$(BIN)/python -m pytest
+	WATCHTIME_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 	$(MAKE) test-kserve
 
 # The hostile-client suite (tests/hostile/) at the issue's scale: thousands of connections

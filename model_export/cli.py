@@ -12,6 +12,8 @@
 - ``build-all``: rebuild every shipped model and the reports (what ``make models`` runs).
 - ``seeds``: every report model trained again with seeds 1 and 2 and scored through the
   serving path; ``reports/seeds.json``, from which the report prints each figure's spread.
+- ``sample-rows``: write the 50 test-day rows the ``/inspect`` page offers (with the KuaiRand
+  attribution) into the service package; see ``model_export.data.sample_rows``.
 - ``tune``: EGMN configurations scored on the validation day beside the shipped models
   (``--config NAME`` trains one, ``--shipped`` scores the model directories, ``--table``
   writes ``reports/tuning.md``); see ``model_export.evaluation.tuning``.
@@ -82,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     seeds.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
     seeds.add_argument("--quiet", action="store_true")
 
+    rows = sub.add_parser("sample-rows", help="write the /inspect page's test-day rows")
+    rows.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    rows.add_argument("--models-dir", type=Path, default=ROOT / "models")
+
     tune = sub.add_parser("tune", help="EGMN configurations on the validation day")
     tune.add_argument("--config", default=None, help="train one named configuration")
     tune.add_argument("--shipped", action="store_true", help="score the shipped models")
@@ -102,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     from model_export import commands
 
     start = time.perf_counter()
+    if args.command == "sample-rows":
+        from model_export.data.sample_rows import write_sample_rows
+
+        print(write_sample_rows(args.data_dir, args.models_dir))
+        return 0
     if args.command == "train":
         commands.train(args)
     elif args.command == "export":

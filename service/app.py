@@ -41,6 +41,7 @@ from service.protocol.native.endpoints import router as native_router
 from service.protocol.schemas import request_examples, v2_examples
 from service.protocol.v2.endpoints import router as v2_router
 from service.protocol.v2.repository import router as repository_router
+from service.protocol.web.pages import install_pages
 from service.runtime.batcher import BatchConfig, Batchers
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelControl, ModelRepository
@@ -159,6 +160,8 @@ def create_app(
         ),
         version=SERVER_VERSION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_pages from installed files, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = state
@@ -171,6 +174,7 @@ def create_app(
     app.include_router(v2_router)
     app.include_router(repository_router)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"])
+    install_pages(app)
     _examples_from_default_model(app, state)
     return app
 

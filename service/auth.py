@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.config import Settings
 from service.errors import Unauthorized
 from service.protocol.errors import style_of
+from service.protocol.web.pages import OPEN_PATHS, STATIC_PREFIX
 
 PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 METRICS = "/metrics"
@@ -39,10 +40,11 @@ class BearerAuth:
             raise ValueError("BearerAuth needs at least one key")
         self.app = app
         self.keys = [key.encode("ascii") for key in keys]
-        self.open = PROBES if protect_metrics else PROBES | {METRICS}
+        self.open = (PROBES | OPEN_PATHS) if protect_metrics else (PROBES | OPEN_PATHS | {METRICS})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.open or path.startswith(STATIC_PREFIX):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope["headers"])

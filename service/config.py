@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         description="model served by /v1/predict; default: egmn if loaded, else the first sorted",
     )
     max_request_rows: int = Field(default=10_000, ge=1, description="rows per request (413)")
+    max_curve_values: int = Field(
+        default=200_000,
+        ge=2,
+        description="rows x points of the curve option in one request (413 past it)",
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="request body size (413)"
     )

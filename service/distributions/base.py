@@ -54,6 +54,11 @@ class Distribution(ABC):
     #: derived from the class: the per-row cached values :meth:`take` gathers for a child
     _carried: ClassVar[tuple[str, ...]] = ()
 
+    #: how :mod:`~service.distributions.curve` draws the density on a grid: "point" (the
+    #: density at each time; smooth families) or "step" (each cell's mass over its width;
+    #: families whose density is constant between bucket edges or knots)
+    curve_density: ClassVar[str] = "point"
+
     #: whether :meth:`cdf_pdf32` exists, to sharpen quantile starts in float32
     has_float32_kernel: ClassVar[bool] = False
     #: whether :meth:`cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
@@ -135,6 +140,13 @@ class Distribution(ABC):
     def atom(self) -> FloatArray:
         """P(T == 0) per row; zero for purely continuous families."""
         return np.zeros(self.n)
+
+    def atoms(self) -> tuple[FloatArray, FloatArray]:
+        """Every point mass per row: positions (seconds) and masses, both (n, A).
+
+        The atom at 0 (:meth:`atom`) by default, with mass 0 in rows that have none.
+        """
+        return np.zeros((self.n, 1)), self.atom()[:, None]
 
     # ----- family kernels -----------------------------------------------------------
     # Public for the quantile search (:mod:`~service.distributions.rootfind`), which needs

@@ -52,6 +52,7 @@ class Histogram(Distribution):
     """Bucket probabilities, uniform inside closed buckets, exponential in the open one."""
 
     family: ClassVar[str] = "histogram"
+    curve_density: ClassVar[str] = "step"
     arg_constraints: ClassVar[Mapping[str, Param]] = {
         "probs": Param(unnormalised_simplex, vector=True),
         "edges": Param(increasing_from_zero, vector=True, shared=True),

@@ -71,6 +71,7 @@ class Quantile(Distribution):
     """A piecewise-linear quantile function through given levels, with an exponential tail."""
 
     family: ClassVar[str] = "quantile"
+    curve_density: ClassVar[str] = "step"
     arg_constraints: ClassVar[Mapping[str, Param]] = {
         "levels": Param(increasing_inside_unit, vector=True, shared=True),
         "values": Param(nonnegative_nondecreasing, vector=True),
@@ -127,6 +128,14 @@ class Quantile(Distribution):
         """``tau_m`` of the last knot whose value is 0 (``tau_0 = 0``: no atom)."""
         m = (self.knots <= 0).sum(axis=1, keepdims=True) - 1
         return gather_rows(self._levels, m)[:, 0]
+
+    def atoms(self) -> tuple[FloatArray, FloatArray]:
+        """One entry per segment ``[v_j, v_{j+1}]``, (n, K): at ``v_j``, with the segment's
+        mass where it is flat (an atom), else 0. Entries of one run of equal values share a
+        position; at 0 they sum to :meth:`atom`."""
+        v = self.knots
+        gaps = np.diff(np.broadcast_to(self._levels, v.shape), axis=1)
+        return v[:, :-1].copy(), np.where(v[:, 1:] == v[:, :-1], gaps, 0.0)
 
     # ----- moments ------------------------------------------------------------------------
 

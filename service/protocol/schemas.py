@@ -17,6 +17,23 @@ Scalar = int | float | str | None
 Level = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
+class CurveRequest(BaseModel):
+    """A grid of times on which to draw each row's density and CDF."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: int = Field(
+        default=200,
+        ge=2,
+        le=2000,
+        description="grid points, evenly spaced from 0 to max_s inclusive; rows x points may "
+        "not exceed WATCHTIME_MAX_CURVE_VALUES (200,000 by default; 413 past it)",
+    )
+    max_s: float = Field(
+        default=600.0, gt=0.0, le=1e7, description="the grid's last time, in seconds"
+    )
+
+
 class PredictRequest(BaseModel):
     """A batch of candidate rows, columnar (``features``) or as rows (``instances``)."""
 
@@ -41,6 +58,11 @@ class PredictRequest(BaseModel):
         default=None, description="P(T <= threshold) is quick_skip_prob; default: the model's"
     )
     return_params: bool = Field(default=False, description="add the family parameters per row")
+    curve: CurveRequest | None = Field(
+        default=None,
+        description="draw each row's density and CDF on a grid of times (the /inspect page "
+        "uses it)",
+    )
 
 
 class QuantilesOut(BaseModel):
@@ -51,6 +73,28 @@ class QuantilesOut(BaseModel):
 class IntervalsOut(BaseModel):
     edges_s: list[tuple[float, float | None]]
     mass: list[list[float]] = Field(description="per row, P(lo <= T <= hi) per interval")
+
+
+class AtomsOut(BaseModel):
+    at_s: list[list[float]] = Field(description="per row, where each point mass sits")
+    mass: list[list[float]] = Field(description="per row, each point mass's probability")
+
+
+class CurveOut(BaseModel):
+    t_s: list[float] = Field(description="the grid of times, seconds")
+    density: Literal["point", "step"] = Field(
+        description="point: pdf[i] is the density at t_s[i] (smooth families; trapezoids "
+        "integrate it); step: pdf[i] holds on [t_s[i], t_s[i+1]), the cell's continuous mass "
+        "over its width (bucket families: histogram, survival, quantile; rectangles integrate "
+        "it exactly)"
+    )
+    note: str = Field(description="the density rule in words")
+    pdf: list[list[float]] = Field(description="per row, density per second at each time")
+    cdf: list[list[float]] = Field(description="per row, P(T <= t) at each time, atoms included")
+    atoms: AtomsOut = Field(
+        description="point masses (p0 at 0 s, flat quantile segments), not in pdf; only the "
+        "atoms some row holds are listed"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -70,6 +114,7 @@ class PredictResponse(BaseModel):
     params: dict[str, Any] | None = Field(
         default=None, description="family parameters per row (with return_params only)"
     )
+    curve: CurveOut | None = Field(default=None, description="with the curve option only")
 
 
 class ErrorBody(BaseModel):
@@ -136,6 +181,10 @@ def request_examples(features: dict[str, list[Scalar]]) -> dict[str, Any]:
             "summary": "row objects (instances)",
             "value": {"instances": instances, "quick_skip_threshold_s": 2.0},
         },
+        "curve": {
+            "summary": "density and CDF on a grid (curve)",
+            "value": {"features": features, "curve": {"points": 61, "max_s": 120}},
+        },
     }
 
 
@@ -146,7 +195,7 @@ def predict_request_body(features: dict[str, list[Scalar]] | None = None) -> dic
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": PredictRequest.model_json_schema(),
+                    "schema": inline_schema(PredictRequest),
                     "examples": request_examples(features or FALLBACK_FEATURES),
                 }
             },

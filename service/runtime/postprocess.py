@@ -4,18 +4,22 @@ A batch holds the rows of many requests, each with its own quantile levels, inte
 quick-skip threshold. Requests asking the same share the cheapest form (levels and edges
 shared by every row); a mix is answered with per-row levels, edges and thresholds, so the
 batch still costs one numpy call per statistic rather than one per request. Every statistic
-is row by row, so a request's numbers do not depend on its batch-mates.
+is row by row, so a request's numbers do not depend on its batch-mates. Curves are the one
+exception to the single call: in a mixed batch each request's curve is drawn on its own
+grid from its own rows (a call per request asking one, never one per row).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from service.distributions import Distribution
+from service.distributions.curve import curve
 from service.errors import FeatureError
 from service.runtime.prediction import FloatArray, Prediction, PredictOptions
 
@@ -71,6 +75,7 @@ def summarize(dist: Distribution, options: PredictOptions, default_threshold: fl
         quantiles=quantiles,
         interval_mass=masses,
         params=dist.params() if options.return_params else None,
+        curve=None if options.curve is None else curve(dist, options.curve),
     )
 
 
@@ -139,6 +144,7 @@ def own_columns(
         quantiles=q,
         interval_mass=masses,
         params=result.params if options.return_params else None,
+        curve=result.curve if options.curve is not None else None,
     )
 
 
@@ -182,8 +188,12 @@ def summarize_blocks(
             whole = summarize_mixed(dist, options, counts, default_threshold)
         start = 0
         for count, opts in requests:
-            part = whole.rows(start, start + count)
-            answers.append(own_columns(part, opts, default_threshold))
+            part = own_columns(whole.rows(start, start + count), opts, default_threshold)
+            if opts.curve is not None and part.curve is None:
+                # A mixed batch draws each request's curve on its own grid, from its rows.
+                own = dist.take(np.arange(start, start + count))
+                part = replace(part, curve=curve(own, opts.curve))
+            answers.append(part)
             start += count
     out: list[Prediction | FeatureError] = []
     it = iter(answers)

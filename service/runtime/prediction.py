@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.distributions.curve import Curve, grid
 from service.errors import InvalidInput
 
 FloatArray = npt.NDArray[np.float64]
@@ -24,19 +25,27 @@ MAX_QUANTILES = 100
 MAX_INTERVALS = 100
 """Most intervals one request may ask for."""
 
+MAX_CURVE_POINTS = 2000
+"""Most grid points of one curve (the rows times points of a request have a limit of their
+own, ``WATCHTIME_MAX_CURVE_VALUES``)."""
+
+MAX_CURVE_SECONDS = 1e7
+"""Largest ``max_s`` of a curve: about 116 days, far beyond any watch time."""
+
 
 @dataclass(frozen=True)
 class PredictOptions:
     """What to compute besides the always-present mean, point, spread and skip probability.
 
     Build it with :meth:`create`, which validates every value; ``intervals`` holds
-    ``+inf`` for an open upper edge.
+    ``+inf`` for an open upper edge; ``curve`` holds the grid of times of the curve asked.
     """
 
     quantiles: FloatArray | None = None
     intervals: FloatArray | None = None
     quick_skip_threshold_s: float | None = None
     return_params: bool = False
+    curve: FloatArray | None = None
 
     @classmethod
     def create(
@@ -45,6 +54,7 @@ class PredictOptions:
         intervals: Sequence[Sequence[float | None]] | None = None,
         quick_skip_threshold_s: float | None = None,
         return_params: bool = False,
+        curve: tuple[int, float] | None = None,
     ) -> PredictOptions:
         """Validated options; InvalidInput names the offending field and index."""
         q = None
@@ -80,7 +90,7 @@ class PredictOptions:
             raise InvalidInput.at(
                 "quick_skip_threshold_s", f"{quick_skip_threshold_s!r} is not a finite number >= 0"
             )
-        return cls(q, e, quick_skip_threshold_s, return_params)
+        return cls(q, e, quick_skip_threshold_s, return_params, _curve_grid(curve))
 
     def threshold(self, default: float) -> float:
         """The quick-skip threshold asked for, else the model's ``default``."""
@@ -95,7 +105,29 @@ class PredictOptions:
             None if self.intervals is None else self.intervals.tobytes(),
             self.quick_skip_threshold_s,
             self.return_params,
+            None if self.curve is None else self.curve.tobytes(),
         )
+
+    @property
+    def curve_points(self) -> int:
+        """Grid points of the curve asked for (0: none)."""
+        return 0 if self.curve is None else int(self.curve.size)
+
+
+def _curve_grid(curve: tuple[int, float] | None) -> FloatArray | None:
+    """The grid of a ``(points, max_s)`` curve request; InvalidInput names the bad value."""
+    if curve is None:
+        return None
+    points, max_s = curve
+    if not 2 <= points <= MAX_CURVE_POINTS:
+        raise InvalidInput.at(
+            "curve.points", f"{points!r} is not an integer from 2 to {MAX_CURVE_POINTS}"
+        )
+    if not (math.isfinite(max_s) and 0.0 < max_s <= MAX_CURVE_SECONDS):
+        raise InvalidInput.at(
+            "curve.max_s", f"{max_s!r} is not a number of seconds in (0, {MAX_CURVE_SECONDS:g}]"
+        )
+    return grid(points, max_s)
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,7 @@ class Prediction:
     quantiles: FloatArray | None
     interval_mass: FloatArray | None
     params: dict[str, FloatArray] | None
+    curve: Curve | None = None
 
     def rows(self, start: int, stop: int) -> Prediction:
         """Rows ``start:stop`` (views, no copies)."""
@@ -130,6 +163,7 @@ class Prediction:
             params=None
             if self.params is None
             else {k: v[start:stop] for k, v in self.params.items()},
+            curve=None if self.curve is None else self.curve.rows(start, stop),
         )
 
     @classmethod
@@ -155,4 +189,7 @@ class Prediction:
             quantiles=cat([p.quantiles for p in parts]),
             interval_mass=cat([p.interval_mass for p in parts]),
             params=params,
+            curve=None
+            if first.curve is None
+            else Curve.concat([p.curve for p in parts if p.curve]),
         )

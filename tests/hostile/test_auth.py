@@ -1,5 +1,7 @@
 """Bearer-token access control (WATCHTIME_API_KEYS) on a real process: 401 without a valid
-token on the API, the probes open, /metrics open unless WATCHTIME_METRICS_AUTH."""
+token on the API (the curve option, /openapi.json, /docs, /redoc and the inspector's rows
+included), the probes open, /metrics open unless WATCHTIME_METRICS_AUTH, and the files every
+deployment serves alike (the /inspect page, /static/ assets) open."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ def guarded() -> Iterator[ServiceProcess]:
 
 
 def _calls() -> list[tuple[str, str, bytes | None]]:
+    curve = orjson.loads(predict_body(2))
+    curve_body = orjson.dumps({**curve, "curve": {"points": 50, "max_s": 60}})
     return [
         ("POST", "/v1/predict", predict_body(2)),
         ("POST", "/v1/models/egmn/predict", predict_body(2)),
@@ -37,7 +41,20 @@ def _calls() -> list[tuple[str, str, bytes | None]]:
         ("GET", "/v2/models/egmn", None),
         ("GET", "/v2", None),
         ("GET", "/openapi.json", None),
+        ("GET", "/docs", None),
+        ("GET", "/redoc", None),
+        ("GET", "/v1/inspect/rows", None),
+        ("POST", "/v1/predict", curve_body),
     ]
+
+
+OPEN_FILES = (
+    "/inspect",
+    "/static/inspect/inspect.js",
+    "/static/inspect/inspect.css",
+    "/static/docs/swagger-ui-bundle.js",
+    "/static/docs/redoc.standalone.js",
+)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +85,7 @@ def test_api_refuses_without_a_valid_token(
             and len(authorization) > 7
         )
         assert ('error="invalid_token"' in challenge) == given, challenge
+        assert b"swagger" not in answer.lower() and b"redoc" not in answer.lower()
         doc = orjson.loads(answer)
         assert "bearer token" in doc["error"]
         assert set(doc) == (
@@ -89,9 +107,30 @@ def test_probes_and_metrics_stay_open(guarded: ServiceProcess) -> None:
         status, _, _ = request(guarded.port, "GET", path)
         assert status == 200, path
     # a variant of an open path is not open
-    for path in ("/healthz/", "/metrics/", "//healthz"):
+    for path in ("/healthz/", "/metrics/", "//healthz", "/inspect/", "/Inspect", "//static/docs"):
         status, _, _ = request(guarded.port, "GET", path)
         assert status == 401, path
+
+
+def test_page_files_are_open_and_lead_nowhere_else(guarded: ServiceProcess) -> None:
+    for path in OPEN_FILES:
+        status, headers, body = request(guarded.port, "GET", path)
+        assert status == 200 and body, path
+        assert "www-authenticate" not in headers
+    status, headers, _ = request(guarded.port, "GET", "/inspect")
+    assert "connect-src 'self'" in headers["content-security-policy"]
+    # an open prefix does not reach what it is not: traversal and unknown files are 404s
+    for path in (
+        "/static/../openapi.json",
+        "/static/docs/../../openapi.json",
+        "/static/inspect/%2e%2e/test_day_rows.json",
+        "/static/inspect/../test_day_rows.json",
+        "/static/v1/inspect/rows",
+        "/static/",
+    ):
+        status, _, body = request(guarded.port, "GET", path)
+        assert status == 404, (path, status, body[:200])
+        assert b"openapi" not in body and b"KuaiRand" not in body
 
 
 def test_metrics_auth_protects_metrics() -> None:

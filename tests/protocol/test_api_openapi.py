@@ -63,13 +63,16 @@ def test_openapi_documents_both_request_forms_and_the_examples_work(client: AppC
     for path in PREDICT:
         body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         props = body["schema"]["properties"]
-        assert {"features", "instances", "quantiles", "intervals"} <= set(props)
-        assert set(body["examples"]) == {"columnar", "rows"}
+        assert {"features", "instances", "quantiles", "intervals", "curve"} <= set(props)
+        curve = props["curve"]["anyOf"][0]
+        assert curve["properties"]["points"]["maximum"] == 2000, curve
+        assert set(body["examples"]) == {"columnar", "rows", "curve"}
         url = path.replace("{name}", "egmn").replace("{version}", "1")
         for example in body["examples"].values():
             r = client.post(url, json=example["value"])
             assert r.status_code == 200, r.text
             assert r.json()["n"] == 2
+            assert ("curve" in r.json()) == ("curve" in example["value"])
     for path in INFER:
         body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         url = path.replace("{name}", "egmn").replace("{version}", "1")
@@ -78,6 +81,8 @@ def test_openapi_documents_both_request_forms_and_the_examples_work(client: AppC
             assert r.status_code == 200, r.text
     responses = doc["paths"]["/v1/predict"]["post"]["responses"]
     assert {"200", "404", "413", "422", "503"} <= set(responses)
+    answer = doc["components"]["schemas"]["PredictResponse"]["properties"]
+    assert "curve" in answer and "CurveOut" in doc["components"]["schemas"]
     page = client.get("/docs")
     assert page.status_code == 200 and "swagger" in page.text.lower()
 
@@ -160,7 +165,9 @@ COLUMNS = sorted(FEATURES)
     column=st.sampled_from(COLUMNS),
     values=st.lists(json_values, min_size=0, max_size=5) | json_values,
     options=st.dictionaries(
-        st.sampled_from(["quantiles", "intervals", "quick_skip_threshold_s", "return_params"]),
+        st.sampled_from(
+            ["quantiles", "intervals", "quick_skip_threshold_s", "return_params", "curve"]
+        ),
         json_values,
         max_size=2,
     ),

@@ -19,14 +19,27 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.distributions.curve import DENSITY_NOTES
 from service.errors import InvalidInput, MalformedBody, TextTooLong, TooLarge
 from service.runtime.features import MAX_STRING_CHARS
 from service.runtime.model import ModelRuntime
 from service.runtime.prediction import Prediction, PredictOptions
 
 ALLOWED_KEYS = frozenset(
-    {"features", "instances", "quantiles", "intervals", "quick_skip_threshold_s", "return_params"}
+    {
+        "features",
+        "instances",
+        "quantiles",
+        "intervals",
+        "quick_skip_threshold_s",
+        "return_params",
+        "curve",
+    }
 )
+
+CURVE_KEYS = frozenset({"points", "max_s"})
+DEFAULT_CURVE_POINTS = 200
+DEFAULT_CURVE_MAX_S = 600.0
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -216,7 +229,37 @@ def options_from(doc: Mapping[str, Any]) -> PredictOptions:
     return_params = doc.get("return_params", False)
     if not isinstance(return_params, bool):
         raise InvalidInput.at("return_params", f"expected true or false, got {return_params!r}")
-    return PredictOptions.create(levels, pairs, threshold, return_params)
+    return PredictOptions.create(levels, pairs, threshold, return_params, _curve(doc))
+
+
+def _curve(doc: Mapping[str, Any]) -> tuple[int, float] | None:
+    """``(points, max_s)`` of the ``curve`` option, its types checked (ranges: PredictOptions)."""
+    if "curve" not in doc or doc["curve"] is None:
+        return None
+    curve = doc["curve"]
+    if not isinstance(curve, dict):
+        raise InvalidInput.at("curve", 'expected an object {"points": n, "max_s": seconds}')
+    unknown = sorted(set(curve) - CURVE_KEYS)
+    if unknown:
+        raise InvalidInput.at(
+            f"curve.{unknown[0][:40]}", f"unknown field; allowed: {sorted(CURVE_KEYS)}"
+        )
+    points = curve.get("points", DEFAULT_CURVE_POINTS)
+    if not isinstance(points, int) or isinstance(points, bool):
+        raise InvalidInput.at("curve.points", f"expected an integer, got {_clip(points)}")
+    max_s = _number("curve.max_s", curve.get("max_s", DEFAULT_CURVE_MAX_S))
+    return points, max_s
+
+
+def check_curve_size(options: PredictOptions, n: int, max_values: int | None) -> None:
+    """413 for a curve whose rows times points exceed ``max_values``."""
+    points = options.curve_points
+    if max_values is not None and points and n * points > max_values:
+        raise TooLarge(
+            f"curve: {n} rows x {points} points = {n * points} values exceed the limit of "
+            f"{max_values} per request; ask fewer points or send fewer rows",
+            field="curve",
+        )
 
 
 def _row_count(doc: Mapping[str, Any]) -> int:
@@ -246,11 +289,13 @@ def decode_request(
     body: bytes,
     max_rows: int,
     admit: Callable[[int], None] | None = None,
+    max_curve_values: int | None = None,
 ) -> DecodedPredict:
     """Columns, options and form of a request body, or an InvalidInput or TooLarge.
 
     ``admit`` is called with the row count as soon as it is known (right after parsing),
     so that a request the queue cannot take is refused before its columns are converted.
+    ``max_curve_values`` bounds rows times curve points (TooLarge past it).
     """
     doc = parse_json(body)
     if not isinstance(doc, dict):
@@ -266,11 +311,13 @@ def decode_request(
     if admit is not None:
         admit(min(_row_count(doc), max_rows))
     options = options_from(doc)
-    if "features" in doc:
+    form = "features" if "features" in doc else "instances"
+    if form == "features":
         columns, n = columnar(model, doc["features"], max_rows)
-        return DecodedPredict(columns, n, options, "features")
-    columns, n = rows_to_columns(model, doc["instances"], max_rows)
-    return DecodedPredict(columns, n, options, "instances")
+    else:
+        columns, n = rows_to_columns(model, doc["instances"], max_rows)
+    check_curve_size(options, n, max_curve_values)
+    return DecodedPredict(columns, n, options, form)
 
 
 # --------------------------------------------------------------------------- response
@@ -297,4 +344,16 @@ def encode_response(model: ModelRuntime, result: Prediction, options: PredictOpt
         body["intervals"] = {"edges_s": edges, "mass": c(result.interval_mass)}
     if result.params is not None:
         body["params"] = {k: c(v) for k, v in result.params.items()}
+    if result.curve is not None:
+        curve = result.curve
+        # Only atoms some row holds: a family without p0 lists none.
+        keep = np.flatnonzero((curve.atom_mass > 0).any(axis=0))
+        body["curve"] = {
+            "t_s": c(curve.t),
+            "density": curve.density,
+            "note": DENSITY_NOTES[curve.density],
+            "pdf": c(curve.pdf),
+            "cdf": c(curve.cdf),
+            "atoms": {"at_s": c(curve.atom_at[:, keep]), "mass": c(curve.atom_mass[:, keep])},
+        }
     return orjson.dumps(body, option=JSON_OPTIONS)

@@ -73,7 +73,12 @@ async def serve_predict(
             deadline = plane.deadline(arrival, timeout)
             body = await request.body(plane.settings.max_body_bytes)
             decoded = await plane.decode(
-                decode_request, model, body, plane.settings.max_request_rows, plane.admission(model)
+                decode_request,
+                model,
+                body,
+                plane.settings.max_request_rows,
+                plane.admission(model),
+                plane.settings.max_curve_values,
             )
             form = decoded.form
             result = await plane.infer(
