@@ -21,7 +21,6 @@ from uvicorn.config import LOGGING_CONFIG
 
 from service.config import Settings, parse_cli, settings_env
 from service.errors import ConfigError
-from service.runtime.repository import discover
 
 
 def log_config(settings: Settings) -> dict[str, Any]:
@@ -61,13 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"watchtime: configuration error: {exc}", file=sys.stderr)
         return 2
-    if settings.model_control == "none" and not discover(settings.model_repository):
-        print(
-            f"watchtime: configuration error: no <name>/<version>/ model directory under "
-            f"{settings.model_repository}",
-            file=sys.stderr,
-        )
-        return 2
     default = settings.default_model
     if default is not None and not (settings.model_repository / default).is_dir():
         print(
@@ -82,8 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only now: prometheus-client picks its multiprocess storage when a metric is created,
     # and the server module creates the metrics (with one worker, this very process serves).
     from service import server
+    from service.runtime.repository import discover  # it imports the metrics: only now
 
     try:
+        if settings.model_control == "none" and not discover(settings.model_repository):
+            print(
+                f"watchtime: configuration error: no <name>/<version>/ model directory under "
+                f"{settings.model_repository}",
+                file=sys.stderr,
+            )
+            return 2
         fd_error = server.fd_budget_error(settings.max_connections)
         if fd_error is not None:
             print(f"watchtime: configuration error: {fd_error}", file=sys.stderr)

@@ -127,3 +127,17 @@ def test_offline_layers_import_downwards() -> None:
             if here != there and OFFLINE_LAYERS[there] >= OFFLINE_LAYERS[here]:
                 wrong.append(f"{module} -> {target}")
     assert not wrong, wrong
+
+
+def test_the_entry_point_leaves_prometheus_client_unloaded() -> None:
+    """``python -m service`` points PROMETHEUS_MULTIPROC_DIR at its directory before any
+    metric exists; a module that creates the metrics (or loads prometheus-client) on the
+    way in would keep them in process memory, and ``/metrics`` would answer an empty page."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, service.__main__; print(sorted(m for m in sys.modules if 'prometheus' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
