@@ -7,11 +7,11 @@ load_joined`, so an ids-only request is answered exactly as the same request wit
 column:
 
 - ``user``, keyed by ``user_id``: every column of ``user_features_pure.csv``.
-- ``video``, keyed by ``video_id``: ``author_id``, ``tag``, ``duration_ms``, ``upload_date``
-  and the columns the log rows are joined with (``video_type``, ``upload_type``,
+- ``video``, keyed by ``video_id``: ``author_id``, ``tag``, ``duration_ms``, ``upload_day``
+  (the upload date as days since 1970-01-01) and the columns the log rows are joined with (``video_type``, ``upload_type``,
   ``music_type``, ``server_width``, ``server_height``). The logs write a video without a tag
   as ``"unknown"`` and one without a duration as ``duration_ms`` 0; the table does the same.
-- ``freshness_days`` is derived at request time: the days from ``upload_date`` to the
+- ``freshness_days`` is derived at request time: the days from ``upload_day`` to the
   request's ``date``, as the logs compute it.
 
 Each column is stored in the narrowest exact type (small integers, float32 where every value
@@ -84,7 +84,9 @@ def _tables(data_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
             "author_id": videos["author_id"],
             "tag": videos["tag"].astype(object).where(videos["tag"].notna(), "unknown"),
             "duration_ms": videos["video_duration"].fillna(0.0).round().astype(np.int64),
-            "upload_date": pd.to_datetime(videos["upload_dt"]).dt.strftime("%Y%m%d").astype(int),
+            "upload_day": (
+                pd.to_datetime(videos["upload_dt"]) - pd.Timestamp("1970-01-01")
+            ).dt.days.astype(np.int64),
             **{c: videos[c] for c in VIDEO_TABLE_COLUMNS},
         }
     )
@@ -113,7 +115,7 @@ def build_tables(data_dir: Path = DEFAULT_DATA_DIR) -> tuple[StoreSchema, dict[s
     for key in sorted(arrays):
         digest.update(key.encode())
         digest.update(np.ascontiguousarray(arrays[key]).tobytes())
-    derived = (DerivedColumn("freshness_days", "days_between", "upload_date", "date"),)
+    derived = (DerivedColumn("freshness_days", "days_since", "upload_day", "date"),)
     schema = StoreSchema(tuple(entities), derived, digest.hexdigest()[:16], ATTRIBUTION)
     arrays["schema"] = np.array(schema.to_json())
     return schema, arrays

@@ -63,7 +63,10 @@ def _as_float(source: str, values: Array) -> tuple[FloatArray, BoolArray]:
         text = np.asarray(_is_text(arr), dtype=np.bool_)
         if text.any():
             row = int(np.argmax(text))
-            raise FeatureError(source, f"expected a number, got {arr[row]!r}", row)
+            shown = repr(arr[row])
+            if len(shown) > 80:  # never echo a huge value whole
+                shown = f"{shown[:60]}... ({len(shown)} characters)"
+            raise FeatureError(source, f"expected a number, got {shown}", row)
         try:
             out = np.where(_is_none(arr), np.nan, arr).astype(np.float64)
         except (TypeError, ValueError) as exc:

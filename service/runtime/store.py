@@ -26,14 +26,16 @@ missing, or, with ``WATCHTIME_FEATURE_STORE_REQUIRED``, fails the request with
 Column kinds: ``int`` (int64 ids and codes), ``float`` (NaN where the table has no value) and
 ``text`` (dictionary-coded strings). A filled column has the type a decoded request column of
 the same values has: int64 when every row was found, else float64 with NaN; text as an
-object array with None. One derived rule exists: ``days_between`` (``freshness_days``, the
-days from the video's ``upload_date`` to the request's ``date``, both yyyymmdd).
+object array with None. One derived rule exists: ``days_since`` (``freshness_days``, the
+days from the video's ``upload_day`` to the request's ``date``).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import math
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -72,11 +74,12 @@ class EntitySchema:
 
 @dataclass(frozen=True)
 class DerivedColumn:
-    """A column computed from two others once they are filled: ``days_between`` gives the
-    days from ``start`` to ``end`` (both yyyymmdd), missing when either is."""
+    """A column computed from two others once they are filled: ``days_since`` gives the
+    days from ``start`` (days since 1970-01-01) to ``end`` (yyyymmdd), missing when either
+    is."""
 
     name: str
-    rule: Literal["days_between"]
+    rule: Literal["days_since"]
     start: str
     end: str
 
@@ -160,21 +163,42 @@ def float_column(values: npt.NDArray[Any], hit: BoolArray) -> np.ndarray:
 
 
 def civil_days(dates: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of yyyymmdd numbers (float64; NaN where missing). Computed on
-    the distinct values: a request's rows hold a few dates, not one per row."""
+    """Days since 1970-01-01 of yyyymmdd numbers (float64; NaN where missing or impossible).
+
+    A request's rows mostly share one date: that case is one date computed once.
+    """
     x = np.asarray(dates, dtype=np.float64)
-    distinct, inverse = np.unique(x, return_inverse=True)
-    ok = np.isfinite(distinct)
-    d = np.where(ok, distinct, 19700101).astype(np.int64)
+    if x.size and bool((x == x[0]).all()):
+        return np.full(x.shape, _one_civil_day(float(x[0])))
+    ok = np.isfinite(x)
+    d = np.where(ok, x, 19700101).astype(np.int64)
     year, rest = np.divmod(d, 10000)
     month, day = np.divmod(rest, 100)
     days = _days_from_civil(year, np.clip(month, 1, 12), np.clip(day, 1, 31))
-    return np.where(ok, days.astype(np.float64), np.nan)[inverse.reshape(x.shape)]
+    return np.where(ok, days.astype(np.float64), np.nan)
 
 
-def days_between(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Days from yyyymmdd ``start`` to yyyymmdd ``end``; NaN where either is missing."""
-    return civil_days(end) - civil_days(start)
+def _one_civil_day(value: float) -> float:
+    if not math.isfinite(value) or value != round(value):
+        return math.nan
+    year, rest = divmod(int(value), 10000)
+    month, day = divmod(rest, 100)
+    try:
+        return float(datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL)
+    except ValueError:  # not a calendar date: as the vector path, clipped
+        days = _days_from_civil(
+            np.array([year]), np.array([min(max(month, 1), 12)]), np.array([min(max(day, 1), 31)])
+        )
+        return float(days[0])
+
+
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+
+
+def days_since(start_days: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Days from ``start_days`` (days since 1970-01-01) to yyyymmdd ``end``; NaN where
+    either is missing."""
+    return civil_days(end) - np.asarray(start_days, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- stores
@@ -447,7 +471,7 @@ class FeatureLookup:
                 if start is None or rule.end not in out:
                     missing = rule.end if start is not None else rule.start
                     raise FeatureError(rule.name, f"required column is missing (or {missing!r})")
-                out[rule.name] = days_between(start, out[rule.end])
+                out[rule.name] = days_since(start, out[rule.end])
         finally:
             metrics.FEATURE_LOOKUP_DURATION.labels(self.store.name).observe(
                 time.perf_counter() - started
