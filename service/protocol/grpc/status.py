@@ -38,6 +38,7 @@ GRPC_STATUS: Mapping[str, grpc.StatusCode] = {
     "unsupported_encoding": _INVALID,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
     "unknown_model": grpc.StatusCode.NOT_FOUND,
+    "model_control_disabled": _INVALID,
     "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "body_budget_full": grpc.StatusCode.UNAVAILABLE,
     "not_ready": grpc.StatusCode.UNAVAILABLE,
