@@ -160,8 +160,13 @@ class DataPlane:
         """
         metrics.REQUEST_ROWS.labels(model.name).observe(n)
         if self.features is not None:
-            self.batchers.get(model).admit(n)  # a full queue refuses before the lookup
-            columns = await self.features.fill(model.sources, columns, n)
+            try:
+                self.batchers.get(model).admit(n)  # a full queue refuses before the lookup
+                columns = await self.features.fill(model.sources, columns, n)
+            except BaseException:
+                if asyncio.iscoroutine(disconnected):
+                    disconnected.close()  # never awaited now
+                raise
         work = self.batchers.get(model).predict(columns, n, options, deadline)
         if disconnected is None:
             return await work
