@@ -34,6 +34,7 @@ COPY model_export ./model_export
 RUN pip install --no-cache-dir ".[load]"
 COPY models/egmn/1/manifest.json ./models/egmn/1/manifest.json
 COPY data/kuairand ./data/kuairand
+COPY feature_store ./feature_store
 COPY loadtest ./loadtest
 RUN useradd --system --uid 10002 --no-create-home locust
 USER 10002
@@ -47,6 +48,8 @@ RUN groupadd --system --gid 10001 watchtime \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY models ./models
+# The embedded feature store's tables (ids-only requests), with the data's licence.
+COPY feature_store ./feature_store
 # Workers and onnxruntime threads come from the environment. 0 is automatic: one worker per
 # core the container is given (its CPU quota), onnxruntime's threads shared out among them.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -58,7 +61,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     WATCHTIME_WORKERS=0 \
     WATCHTIME_INTRA_OP_THREADS=0 \
     WATCHTIME_INTER_OP_THREADS=1 \
-    WATCHTIME_MODEL_REPOSITORY=/app/models
+    WATCHTIME_MODEL_REPOSITORY=/app/models \
+    WATCHTIME_FEATURE_TABLES=/app/feature_store/kuairand.npz
 USER 10001:10001
 EXPOSE 8000 8001
 # Slim images have no curl: the probe is a few lines of the image's own Python.

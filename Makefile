@@ -25,8 +25,9 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.serve
 
 # Tools from the distribution that the tests drive for real: promtool and prometheus (Debian's
-# `prometheus` package), and the headless browser of the /docs and /inspect tests (Debian's
-# `chromium`, driven by playwright; `make test` fails, not skips, those tests without it).
+# `prometheus` package), the headless browser of the /docs and /inspect tests (Debian's
+# `chromium`, driven by playwright) and the Redis of the feature-store tests (Debian's
+# `redis-server`); `make test` fails, not skips, the browser and Redis tests without them.
 # Needs root or sudo; a no-op when they are already installed.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
@@ -37,6 +38,10 @@ system-deps:
 	@if ! command -v chromium >/dev/null && [ ! -x /usr/lib/chromium/chromium ]; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+	@if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server; \
 	fi
 
 run: $(VENV)/.serve
@@ -50,7 +55,7 @@ typecheck: $(VENV)/.all
 	$(BIN)/mypy service
 
 test: system-deps lint typecheck
-	WATCHTIME_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+	WATCHTIME_REQUIRE_BROWSER=1 WATCHTIME_REQUIRE_REDIS=1 $(BIN)/python -m pytest
 	$(MAKE) test-kserve
 
 # The hostile-client suite (tests/hostile/) at the issue's scale: thousands of connections

@@ -14,6 +14,11 @@
   serving path; ``reports/seeds.json``, from which the report prints each figure's spread.
 - ``sample-rows``: write the 50 test-day rows the ``/inspect`` page offers (with the KuaiRand
   attribution) into the service package; see ``model_export.data.sample_rows``.
+- ``feature-tables``: write the feature store's tables file (``feature_store/kuairand.npz``,
+  the user and video tables the service looks ids up in); see
+  ``model_export.data.feature_tables``.
+- ``publish-features --to redis://host:port/db``: load that file into Redis as a new version
+  and switch readers to it in one step; see ``model_export.publish``.
 - ``tune``: EGMN configurations scored on the validation day beside the shipped models
   (``--config NAME`` trains one, ``--shipped`` scores the model directories, ``--table``
   writes ``reports/tuning.md``); see ``model_export.evaluation.tuning``.
@@ -88,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     rows.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     rows.add_argument("--models-dir", type=Path, default=ROOT / "models")
 
+    tables = sub.add_parser("feature-tables", help="write the feature store's tables file")
+    tables.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    tables.add_argument("--out", type=Path, default=ROOT / "feature_store" / "kuairand.npz")
+
+    publish = sub.add_parser("publish-features", help="load the feature tables into Redis")
+    publish.add_argument("--to", required=True, help="redis://host:port/db")
+    publish.add_argument("--tables", type=Path, default=ROOT / "feature_store" / "kuairand.npz")
+    publish.add_argument("--batch", type=int, default=2000, help="hashes per pipeline")
+    publish.add_argument("--keep", type=int, default=1, help="earlier versions kept")
+    publish.add_argument("--quiet", action="store_true", help="no progress bar")
+
     tune = sub.add_parser("tune", help="EGMN configurations on the validation day")
     tune.add_argument("--config", default=None, help="train one named configuration")
     tune.add_argument("--shipped", action="store_true", help="score the shipped models")
@@ -104,6 +120,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "feature-tables":
+        from model_export.data.feature_tables import write_feature_tables
+
+        print(write_feature_tables(args.data_dir, args.out))
+        return 0
+    if args.command == "publish-features":
+        from model_export.publish import publish_features
+
+        version = publish_features(
+            args.to, args.tables, batch=args.batch, keep=args.keep, progress=not args.quiet
+        )
+        print(f"published feature tables version {version} to {args.to}")
+        return 0
     # Imported late so that --help does not pay for torch.
     from model_export import commands
 

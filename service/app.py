@@ -31,9 +31,10 @@ from starlette.responses import Response
 
 from service import metrics
 from service.auth import install_auth
-from service.config import Settings, load_settings
+from service.config import ENV_PREFIX, Settings, load_settings
 from service.controlplane import ControlPlane
 from service.dataplane import DataPlane
+from service.errors import ConfigError
 from service.protocol.common import SERVER_VERSION
 from service.protocol.errors import install_error_handlers
 from service.protocol.fastpath import FastPath
@@ -46,6 +47,7 @@ from service.runtime.batcher import BatchConfig, Batchers
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelControl, ModelRepository
 from service.runtime.state import ServiceState
+from service.runtime.store import FeatureLookup, Lookup, load_embedded
 
 if TYPE_CHECKING:
     from service.protocol.grpc.server import GrpcFront
@@ -115,7 +117,8 @@ def create_app(
     settings = settings if settings is not None else load_settings()
     state = ServiceState(repository)
     batchers = Batchers(batch_config(settings))
-    plane = DataPlane(state, settings, batchers)
+    features = feature_lookup(settings)
+    plane = DataPlane(state, settings, batchers, features)
     control_plane = ControlPlane(batchers, settings)
     if repository is not None:  # the repository extension answers even without a lifespan
         control_plane.attach(_control(settings, repository))
@@ -130,6 +133,8 @@ def create_app(
         loaded = control.repository
         metrics.register_models((m.name, m.version, m.manifest.family) for m in loaded)
         metrics.register_load_status(loaded.load_status())
+        if features is not None:
+            features.register_metrics()
         state.set_repository(loaded)
         control_plane.start(control)
         grpc_front = await _start_grpc(plane, settings) if settings.grpc_port else None
@@ -148,6 +153,8 @@ def create_app(
             if grpc_front is not None:
                 await grpc_front.stop()
             await batchers.close()
+            if features is not None:
+                await features.close()
             plane.close()
             metrics.process_exiting()
 
@@ -193,6 +200,31 @@ async def _start_grpc(plane: DataPlane, settings: Settings) -> GrpcFront:
 
     plane.state.on_shutdown(drain)
     return front
+
+
+def feature_lookup(settings: Settings) -> FeatureLookup | None:
+    """The feature store of ``WATCHTIME_FEATURE_STORE`` (None for ``none``).
+
+    The tables file is read in every mode: it is the embedded store, and it says which
+    columns any store holds (Redis is checked against it). ConfigError when it is unreadable.
+    """
+    if settings.feature_store == "none":
+        return None
+    try:
+        embedded = load_embedded(settings.feature_tables)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{ENV_PREFIX}FEATURE_TABLES: {exc}") from None
+    store: Lookup = embedded
+    if settings.feature_store != "embedded":
+        from service.runtime.redis_store import RedisStore  # redis only where it is used
+
+        store = RedisStore(
+            settings.feature_store,
+            embedded.schema,
+            settings.feature_store_timeout_ms / 1000.0,
+            settings.feature_store_max_connections,
+        )
+    return FeatureLookup(embedded.schema, store, settings.feature_store_required)
 
 
 def batch_config(settings: Settings) -> BatchConfig:

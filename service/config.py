@@ -157,6 +157,32 @@ class Settings(BaseSettings):
         description="model_control=explicit: the models loaded at start-up, comma-separated, "
         "or * for all of them (empty: none, as Triton's --load-model)",
     )
+    feature_store: str = Field(
+        default="embedded",
+        pattern=r"^(embedded|none|rediss?://\S+)$",
+        description="where the columns a request leaves out are looked up by id: embedded "
+        "(feature_tables, in memory), redis://host:port/db, or none (every column required)",
+    )
+    feature_tables: Path = Field(
+        default=Path("feature_store/kuairand.npz"),
+        description="the feature tables file: the embedded store's values, and the columns "
+        "every store can fill",
+    )
+    feature_store_required: bool = Field(
+        default=False,
+        description="a request that needs a lookup fails with 503 while the store does not "
+        "answer (else it goes on with those columns missing)",
+    )
+    feature_store_timeout_ms: float = Field(
+        default=20.0,
+        gt=0.0,
+        le=10_000.0,
+        allow_inf_nan=False,
+        description="longest wait for one Redis lookup (connecting included)",
+    )
+    feature_store_max_connections: int = Field(
+        default=16, ge=1, le=1024, description="Redis connections per worker"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @model_validator(mode="after")
@@ -243,6 +269,11 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    if settings.feature_store != "none" and not settings.feature_tables.is_file():
+        raise ConfigError(
+            f"{ENV_PREFIX}FEATURE_TABLES={str(settings.feature_tables)!r}: not a file "
+            f"({ENV_PREFIX}FEATURE_STORE=none serves without feature lookup)"
+        )
     if not settings.model_repository.is_dir():
         raise ConfigError(
             f"{ENV_PREFIX}MODEL_REPOSITORY={str(settings.model_repository)!r}: not a directory"

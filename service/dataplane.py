@@ -5,8 +5,10 @@ gets back; everything between is here, once, and knows neither HTTP nor JSON (ML
 ``handlers/dataplane.py`` keeps the same split). A request goes
 
     resolve the model -> admit its rows (before the expensive decoding, where the row count
-    is known early) -> the model's batcher (one batch: encode, onnxruntime, post-process,
-    on the process's worker thread) -> its own rows' Prediction
+    is known early) -> fill the columns it left out from the feature store, by id (once, for
+    every protocol alike; see :mod:`service.runtime.store`) -> the model's batcher (one
+    batch: encode, onnxruntime, post-process, on the process's worker thread) -> its own
+    rows' Prediction
 
 while the protocol's disconnect signal, when it has one, cancels a request whose client
 left, so its rows that have not started are never run.
@@ -32,6 +34,7 @@ from service.runtime.model import ModelRuntime
 from service.runtime.prediction import Prediction, PredictOptions
 from service.runtime.repository import ModelRepository
 from service.runtime.state import ServiceState
+from service.runtime.store import FeatureLookup
 
 __all__ = ["DataPlane", "RequestRecord"]
 
@@ -56,10 +59,18 @@ _REASONS = {429: "queue_full", 504: "deadline", 413: "too_large", 400: "invalid"
 class DataPlane:
     """Shared by the protocols of one app: the state, the settings and the batchers."""
 
-    def __init__(self, state: ServiceState, settings: Settings, batchers: Batchers) -> None:
+    def __init__(
+        self,
+        state: ServiceState,
+        settings: Settings,
+        batchers: Batchers,
+        features: FeatureLookup | None = None,
+    ) -> None:
         self.state = state
         self.settings = settings
         self.batchers = batchers
+        #: the feature store that fills the columns a request leaves out (None: none)
+        self.features = features
         self.body_budget = ByteBudget(settings.max_buffered_body_bytes)
         self._decoder: ThreadPoolExecutor | None = None
 
@@ -85,6 +96,12 @@ class DataPlane:
             self._decoder = ThreadPoolExecutor(1, thread_name_prefix="watchtime-decode")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._decoder, decoder, model, body, *args)
+
+    def fillable(self, model: ModelRuntime) -> frozenset[str]:
+        """The model's columns a request may leave out: the feature store fills them by id."""
+        if self.features is None:
+            return frozenset()
+        return self.features.fillable(model.sources)
 
     def close(self) -> None:
         decoder, self._decoder = self._decoder, None
@@ -134,10 +151,22 @@ class DataPlane:
     ) -> Prediction:
         """The Prediction of ``n`` rows of raw columns.
 
-        Raises QueueFull, DeadlineExceeded, FeatureError, or ClientGone once
-        ``disconnected`` completes first (the rows not yet started are then dropped).
+        Columns the request left out are looked up first (:meth:`fillable`): on the event
+        loop, where a Redis lookup waits without holding a thread, before the rows are queued.
+
+        Raises QueueFull, DeadlineExceeded, FeatureError, FeatureStoreUnavailable, or
+        ClientGone once ``disconnected`` completes first (the rows not yet started are then
+        dropped).
         """
         metrics.REQUEST_ROWS.labels(model.name).observe(n)
+        if self.features is not None:
+            try:
+                self.batchers.get(model).admit(n)  # a full queue refuses before the lookup
+                columns = await self.features.fill(model.sources, columns, n)
+            except BaseException:
+                if asyncio.iscoroutine(disconnected):
+                    disconnected.close()  # never awaited now
+                raise
         work = self.batchers.get(model).predict(columns, n, options, deadline)
         if disconnected is None:
             return await work

@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "FeatureError",
+    "FeatureStoreUnavailable",
     "FrameworkError",
     "InternalError",
     "InvalidInput",
@@ -194,6 +195,26 @@ class NotReady(ServiceError):
 
     def __init__(self) -> None:
         super().__init__("models are not loaded yet")
+
+
+class FeatureStoreUnavailable(ServiceError):
+    """The feature store did not answer in time (down, slow, or holding no tables), and
+    ``WATCHTIME_FEATURE_STORE_REQUIRED`` says a request must not go on without it.
+
+    Without that policy the store raises it only to the lookup, which counts it and answers
+    the rows with missing values. ``reason`` is the metrics label: ``timeout``,
+    ``unavailable`` or ``no_tables``.
+    """
+
+    code = "feature_store_unavailable"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(
+            f"the feature store is unavailable ({detail}); send every feature column, or "
+            "retry later",
+            headers={"Retry-After": "1"},
+        )
+        self.reason = reason
 
 
 class ClientGone(ServiceError):

@@ -206,6 +206,35 @@ PREDICTED_QUICK_SKIP = Histogram(
     registry=REGISTRY,
 )
 
+FEATURE_LOOKUP_DURATION = Histogram(
+    "watchtime_feature_lookup_duration_seconds",
+    "Time to fill one request's missing columns from the feature store, by store.",
+    ("store",),
+    buckets=(0.00005, 0.0001, *LATENCY_BUCKETS),
+    registry=REGISTRY,
+)
+FEATURE_LOOKUP_HITS = Counter(
+    "watchtime_feature_lookup_hits",
+    "Rows whose entity id the feature store holds, by entity (user, video).",
+    ("entity",),
+    registry=REGISTRY,
+)
+FEATURE_LOOKUP_MISSES = Counter(
+    "watchtime_feature_lookup_misses",
+    "Rows whose entity id the feature store does not hold (unknown, null or not an id): "
+    "served with that entity's columns missing, by entity.",
+    ("entity",),
+    registry=REGISTRY,
+)
+FEATURE_LOOKUP_ERRORS = Counter(
+    "watchtime_feature_lookup_errors",
+    "Feature store lookups that failed (timeout, store unavailable, no tables published): "
+    "the rows went on with missing columns, or 503 with WATCHTIME_FEATURE_STORE_REQUIRED.",
+    ("store", "reason"),
+    registry=REGISTRY,
+)
+FEATURE_LOOKUP_ERROR_REASONS = ("timeout", "unavailable", "no_tables")
+
 _PER_MODEL = (
     QUEUE_DURATION,
     INFERENCE_DURATION,
@@ -252,6 +281,17 @@ def register_load_status(status: Iterable[tuple[str, str, bool]]) -> None:
     for name, version, failed in status:
         MODEL_LOAD_FAILURES.labels(name, version)
         MODEL_REFUSED.labels(name, version).set(1 if failed else 0)
+
+
+def register_feature_store(store: str, entities: Iterable[str]) -> None:
+    """The feature store's series at zero: its duration, hits and misses per entity, errors
+    per reason."""
+    FEATURE_LOOKUP_DURATION.labels(store)
+    for entity in entities:
+        FEATURE_LOOKUP_HITS.labels(entity)
+        FEATURE_LOOKUP_MISSES.labels(entity)
+    for reason in FEATURE_LOOKUP_ERROR_REASONS:
+        FEATURE_LOOKUP_ERRORS.labels(store, reason)
 
 
 def observe_many(histogram: Histogram, values: npt.NDArray[np.float64]) -> None:

@@ -44,6 +44,7 @@ _COMMON_STATUS: dict[str, int] = {
     "queue_full": 429,
     "body_budget_full": 503,
     "not_ready": 503,
+    "feature_store_unavailable": 503,
     "deadline_exceeded": 504,
     "client_gone": CLIENT_GONE_STATUS,
     "internal": 500,

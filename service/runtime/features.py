@@ -63,7 +63,10 @@ def _as_float(source: str, values: Array) -> tuple[FloatArray, BoolArray]:
         text = np.asarray(_is_text(arr), dtype=np.bool_)
         if text.any():
             row = int(np.argmax(text))
-            raise FeatureError(source, f"expected a number, got {arr[row]!r}", row)
+            shown = repr(arr[row])
+            if len(shown) > 80:  # never echo a huge value whole
+                shown = f"{shown[:60]}... ({len(shown)} characters)"
+            raise FeatureError(source, f"expected a number, got {shown}", row)
         try:
             out = np.where(_is_none(arr), np.nan, arr).astype(np.float64)
         except (TypeError, ValueError) as exc:
@@ -274,30 +277,45 @@ _ID_LIMIT = float(1 << 62)
 """Float ids at or beyond this magnitude cannot be an int64 table id: unseen, never cast."""
 
 
-def table_rows(table: Table, source: str, values: Array) -> IntArray:
-    """Row of each id in a table's sorted ids; -1 for an unseen or missing id.
+def known_ids(source: str, values: Array) -> tuple[IntArray, BoolArray]:
+    """The int64 id of each row and whether it can be one (False: a missing or impossible id).
 
     Ids are read as a categorical id column is: integers as they are; floats (NaN or inf is
-    missing, a fraction is unseen); an object column of numbers and None; text of any kind
+    missing, a fraction is no id); an object column of numbers and None; text of any kind
     is a FeatureError naming the column and row, exactly as for the vocabulary features.
+    Every id-keyed table (the history statistics, the feature store's entities, embedded or
+    in Redis) reads its key column through here.
     """
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise FeatureError(source, f"expected a 1-D column, got shape {arr.shape}")
     if arr.dtype.kind in "iu":
-        ids = arr.astype(np.int64, copy=False)
-        known = np.ones(ids.shape, dtype=np.bool_)
-    else:
-        floats, missing = _as_float(source, arr)
-        safe = np.where(missing, 0.0, floats)
-        known = ~missing & (safe == np.round(safe)) & (np.abs(safe) < _ID_LIMIT)
-        ids = np.where(known, safe, 0.0).astype(np.int64)
-    if table.ids.size == 0:
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) >= 1 << 63:
+            floats = arr.astype(np.float64)
+            known = floats < _ID_LIMIT
+            return np.where(known, arr, 0).astype(np.int64), known
+        return arr.astype(np.int64, copy=False), np.ones(arr.shape, dtype=np.bool_)
+    floats, missing = _as_float(source, arr)
+    safe = np.where(missing, 0.0, floats)
+    known = ~missing & (safe == np.round(safe)) & (np.abs(safe) < _ID_LIMIT)
+    return np.where(known, safe, 0.0).astype(np.int64), known
+
+
+def find_rows(sorted_ids: IntArray, source: str, values: Array) -> IntArray:
+    """Row of each id in ``sorted_ids`` (binary search); -1 for an unseen or missing id."""
+    ids, known = known_ids(source, values)
+    if sorted_ids.size == 0:
         return np.full(ids.shape, -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(table.ids, ids), table.ids.size - 1)
-    found = known & (table.ids[pos] == ids)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    found = known & (sorted_ids[pos] == ids)
     rows: IntArray = np.where(found, pos, -1).astype(np.int64, copy=False)
     return rows
+
+
+def table_rows(table: Table, source: str, values: Array) -> IntArray:
+    """Row of each id in a history table's sorted ids; -1 for an unseen or missing id
+    (:func:`find_rows`, the search every id-keyed table shares)."""
+    return find_rows(table.ids, source, values)
 
 
 def lookup_values(table: Table, statistic: str, rows: IntArray) -> FloatArray:

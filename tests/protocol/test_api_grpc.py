@@ -133,7 +133,11 @@ def _details(exc: grpc.RpcError) -> str:
 @pytest.mark.parametrize(
     ("mutate", "words"),
     [
-        (lambda m: (m.inputs.pop(), m.raw_input_contents.pop()), ["is missing"]),
+        # tab (the fifth input) is a request-time column: no table fills it
+        (
+            lambda m: (m.inputs.__delitem__(4), m.raw_input_contents.__delitem__(4)),
+            ["input 'tab' is missing"],
+        ),
         (lambda m: setattr(m.inputs[0], "datatype", "FP128"), ["unsupported datatype 'FP128'"]),
         (lambda m: m.inputs[0].shape.append(2), ["shape must be [n] or [n, 1]"]),
         (lambda m: m.raw_input_contents.pop(), ["raw_input_contents holds"]),

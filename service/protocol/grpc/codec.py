@@ -101,8 +101,11 @@ def decode_infer(
     request: pb.ModelInferRequest,
     max_rows: int,
     admit: Callable[[int], None] | None = None,
+    optional: frozenset[str] = frozenset(),
 ) -> V2Request:
     """The v2 request of a ModelInferRequest, or an InvalidInput or TooLarge.
+
+    Inputs of ``optional`` may be left out: the data plane looks them up by id.
 
     ``admit`` is called with the first input's row count before any tensor is converted.
     """
@@ -154,6 +157,7 @@ def decode_infer(
         parameters_of(request.parameters),
         outputs or None,
         request.id or None,
+        optional,
     )
 
 

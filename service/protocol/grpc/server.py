@@ -177,6 +177,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     request,
                     settings.max_request_rows,
                     plane.admission(model),
+                    plane.fillable(model),
                     size=size,
                 )
                 deadline = plane.deadline(arrival, context.time_remaining(), decoded.timeout_s)

@@ -8,8 +8,9 @@ faults are never INTERNAL:
   never succeed; gRPC itself answers RESOURCE_EXHAUSTED for a message over the size limit);
 - an unknown model: NOT_FOUND;
 - a full queue: RESOURCE_EXHAUSTED, with the ``retry-after`` seconds in the trailing metadata;
-- the worker's budget of held request bytes spent, and models not loaded (or a shutdown under
-  way): UNAVAILABLE, which gRPC clients may retry on another server;
+- the worker's budget of held request bytes spent, models not loaded (or a shutdown under
+  way), and a feature store that is required but does not answer: UNAVAILABLE, which gRPC
+  clients may retry on another server;
 - a deadline passed while queued: DEADLINE_EXCEEDED;
 - no or a wrong bearer token: UNAUTHENTICATED.
 
@@ -37,9 +38,11 @@ GRPC_STATUS: Mapping[str, grpc.StatusCode] = {
     "unsupported_encoding": _INVALID,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
     "unknown_model": grpc.StatusCode.NOT_FOUND,
+    "model_control_disabled": _INVALID,
     "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "body_budget_full": grpc.StatusCode.UNAVAILABLE,
     "not_ready": grpc.StatusCode.UNAVAILABLE,
+    "feature_store_unavailable": grpc.StatusCode.UNAVAILABLE,
     "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
     "client_gone": grpc.StatusCode.CANCELLED,
     "internal": grpc.StatusCode.INTERNAL,

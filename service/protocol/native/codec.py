@@ -137,15 +137,24 @@ def _check_row_limit(prefix: str, n: int, max_rows: int) -> None:
 
 
 def columnar(
-    model: ModelRuntime, features: Any, max_rows: int, prefix: str = "features"
+    model: ModelRuntime,
+    features: Any,
+    max_rows: int,
+    prefix: str = "features",
+    optional: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Arrays of the columns the model reads from a ``{"name": [...], ...}`` object."""
+    """Arrays of the columns the model reads from a ``{"name": [...], ...}`` object.
+
+    A column of ``optional`` (one the feature store fills by id) may be left out.
+    """
     if not isinstance(features, dict):
         raise InvalidInput.at(prefix, "expected an object of feature columns")
     first: str | None = None
     n = 0
     for source in model.sources:
         if source not in features:
+            if source in optional:
+                continue
             raise InvalidInput.at(f"{prefix}.{source}", "required feature column is missing")
         values = features[source]
         if not isinstance(values, list):
@@ -163,14 +172,23 @@ def columnar(
     columns = {
         source: column_array(f"{prefix}.{source}", features[source], kind)
         for source, kind in model.source_kinds.items()
+        if source in features
     }
     return columns, n
 
 
 def rows_to_columns(
-    model: ModelRuntime, instances: Any, max_rows: int, prefix: str = "instances"
+    model: ModelRuntime,
+    instances: Any,
+    max_rows: int,
+    prefix: str = "instances",
+    optional: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Arrays of the model's columns from a ``[{"name": value, ...}, ...]`` list of rows."""
+    """Arrays of the model's columns from a ``[{"name": value, ...}, ...]`` list of rows.
+
+    A feature of ``optional`` (one the feature store fills by id) may be left out of every
+    row; one row without a feature the others hold is an error.
+    """
     if not isinstance(instances, list):
         raise InvalidInput.at(prefix, "expected a list of row objects")
     n = len(instances)
@@ -183,6 +201,8 @@ def rows_to_columns(
         try:
             values = list(map(itemgetter(source), instances))
         except KeyError:
+            if source in optional and not any(source in v for v in instances):
+                continue
             missing = _first_row(instances, lambda v, s=source: s not in v)
             raise InvalidInput.at(
                 f"{prefix}.{source}", "required feature is missing", missing
@@ -290,8 +310,11 @@ def decode_request(
     max_rows: int,
     admit: Callable[[int], None] | None = None,
     max_curve_values: int | None = None,
+    optional: frozenset[str] = frozenset(),
 ) -> DecodedPredict:
     """Columns, options and form of a request body, or an InvalidInput or TooLarge.
+
+    Columns of ``optional`` may be left out: the data plane looks them up by id.
 
     ``admit`` is called with the row count as soon as it is known (right after parsing),
     so that a request the queue cannot take is refused before its columns are converted.
@@ -313,9 +336,9 @@ def decode_request(
     options = options_from(doc)
     form = "features" if "features" in doc else "instances"
     if form == "features":
-        columns, n = columnar(model, doc["features"], max_rows)
+        columns, n = columnar(model, doc["features"], max_rows, optional=optional)
     else:
-        columns, n = rows_to_columns(model, doc["instances"], max_rows)
+        columns, n = rows_to_columns(model, doc["instances"], max_rows, optional=optional)
     check_curve_size(options, n, max_curve_values)
     return DecodedPredict(columns, n, options, form)
 

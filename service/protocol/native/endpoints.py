@@ -79,6 +79,7 @@ async def serve_predict(
                 plane.settings.max_request_rows,
                 plane.admission(model),
                 plane.settings.max_curve_values,
+                plane.fillable(model),
             )
             form = decoded.form
             result = await plane.infer(

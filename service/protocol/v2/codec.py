@@ -119,8 +119,11 @@ def decode_request(
     header_length: str | None,
     max_rows: int,
     admit: Callable[[int], None] | None = None,
+    optional: frozenset[str] = frozenset(),
 ) -> V2Request:
     """Columns, options and requested outputs of a v2 infer request, or an InvalidInput or TooLarge.
+
+    Inputs of ``optional`` may be left out: the data plane looks them up by id.
 
     ``admit`` is called with the row count the first input's shape states, before any
     tensor is converted, so that a request the queue cannot take costs only its header.
@@ -178,7 +181,9 @@ def decode_request(
         lengths[name] = shape[0]
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data belong to no input")
-    return assemble(model, tensors, lengths, parameters, doc.get("outputs"), doc.get("id"))
+    return assemble(
+        model, tensors, lengths, parameters, doc.get("outputs"), doc.get("id"), optional
+    )
 
 
 def check_datatype(name: str, datatype: object) -> str:
@@ -206,19 +211,22 @@ def assemble(
     parameters: Mapping[str, Any],
     outputs: Any,
     request_id: Any,
+    optional: frozenset[str] = frozenset(),
 ) -> V2Request:
     """The request from its decoded input tensors (name -> values, name -> rows), its
     ``parameters``, the ``outputs`` it asks for (a list of ``{"name", "parameters"}``, or
-    None for all) and its id: the checks every wire form of the protocol shares."""
+    None for all) and its id: the checks every wire form of the protocol shares. Inputs of
+    ``optional`` (the feature store fills them by id) may be left out."""
     for name, arr in tensors.items():
         if model.source_kinds.get(name) == "number" and arr.dtype.kind == "O":
             raise InvalidInput(f"input {name!r}: the model reads numbers here, not BYTES")
+    sent = [source for source in model.sources if source in tensors]
     for source in model.sources:
-        if source not in tensors:
+        if source not in tensors and (source not in optional or not sent):
             raise InvalidInput(f"input {source!r} is missing (the model reads it)")
-    first = model.sources[0]
+    first = sent[0]
     n = lengths[first]
-    for source in model.sources:
+    for source in sent:
         if lengths[source] != n:
             raise InvalidInput(f"input {source!r} has {lengths[source]} rows but {first!r} has {n}")
     options = _options(parameters)
@@ -229,7 +237,7 @@ def assemble(
         except UnicodeEncodeError:
             raise InvalidInput("id must be valid Unicode text") from None
     return V2Request(
-        columns={s: tensors[s] for s in model.sources},
+        columns={s: tensors[s] for s in sent},
         n=n,
         options=options,
         outputs=chosen,

@@ -113,6 +113,7 @@ async def serve_infer(
                 request.headers.get(HEADER_LENGTH),
                 plane.settings.max_request_rows,
                 plane.admission(model),
+                plane.fillable(model),
             )
             deadline = plane.deadline(arrival, header_timeout, decoded.timeout_s)
             result = await plane.infer(
