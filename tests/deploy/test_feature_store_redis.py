@@ -132,12 +132,16 @@ def test_redis_down_gives_missing_values_or_503(
     assert all(np.isfinite(got["expected_watch_time_s"]))
     text = nowhere.get("/metrics").text
     assert 'watchtime_feature_lookup_errors_total{reason="unavailable",store="redis"}' in text
-    line = next(
-        line
+    # A refused connection is "unavailable"; on a loaded machine the connect may outlast the
+    # lookup timeout first and count as "timeout": either way the failure is counted.
+    counted = sum(
+        float(line.split()[-1])
         for line in text.splitlines()
-        if line.startswith('watchtime_feature_lookup_errors_total{reason="unavailable"')
+        if line.startswith("watchtime_feature_lookup_errors_total{")
+        and 'store="redis"' in line
+        and ('reason="unavailable"' in line or 'reason="timeout"' in line)
     )
-    assert float(line.split()[-1]) >= 1
+    assert counted >= 1
     # a request with every column needs no lookup: unaffected by the policy
     assert _predict(nowhere_required, features)["n"] == 5
     response = nowhere_required.post(
