@@ -116,8 +116,8 @@ papers' table below is mostly noise. Coverage moves by up to ±0.023 and NLL y>0
   Skip AUC is a tie among eight models, GR's 0.7352 ±0.0044 on top and EGMN's 0.7343 inside.
 - **GR** (generative regression) is a good distribution (NLL y>0 3.645, skip AUC tied for
   best) with a poor point (soft-argmax MAE 23.8 ±0.9 s), and its graph is the slowest by
-  far (about 11k rows/s against 86-180k for the others): it runs the decoder's second
-  step once for each of the 16 first tokens of every row.
+  far (a tenth of the others' ONNX rows/s): it runs the decoder's second step once for
+  each of the 16 first tokens of every row.
 - The point regressors (`huber`, `huberpp`, `am`) and the debiasing and exit models
   (`d2co`, `cwm`) trail EGMN on the distribution columns; `lda`'s anchors reach NLL y>0
   3.630 and CRPS 14.157 s, between softmax and EGMN. `reports/methods/` says what each
