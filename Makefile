@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?=
 PORT ?=
 
-.PHONY: run test test-kserve hostile lint typecheck models grpc-code bench bench-distributions clean system-deps
+.PHONY: run test test-kserve hostile lint typecheck models reproduce costs grpc-code bench bench-distributions clean system-deps
 
 # venv creation is retried once: ensurepip has been seen to fail transiently.
 $(BIN)/python:
@@ -84,6 +84,17 @@ grpc-code: $(VENV)/.all
 
 models: $(VENV)/.all
 	$(BIN)/python -m model_export build-all
+
+# The rebuild is bit for bit: on a clean git tree, `make models` twice, and after each build
+# `git status --porcelain` must be empty and every model.onnx keep its sha256. One to two
+# hours on 2 cores, so not part of `make test`; see model_export/reproduce.py.
+reproduce: $(VENV)/.all
+	$(BIN)/python -m model_export reproduce --runs 2
+
+# Training times (from the last `make models`, runs/costs.json), ONNX size and rows/s on this
+# machine: reports/costs.md and costs.json, tracked but written only when asked.
+costs: $(VENV)/.all
+	$(BIN)/python -m model_export costs
 
 # The peers of `make bench` (loadtest/peers/) run in an environment of their own.
 PEERS_VENV := .venv-peers

@@ -1,125 +1,495 @@
-"""Command line: ``python -m model_export {train,evaluate,export,report,build-all}``.
+"""Command line: ``python -m model_export COMMAND``; ``--help`` lists the commands.
 
-- ``train --model NAME`` (``egmn`` or a baseline: vr, wlr, ziln, softmax, cread, d2q, d2co,
-  cwm, lda): fit on the training days, early-stop (and calibrate or post-fit) on the validation
-  day, evaluate on the test day, save ``runs/NAME/checkpoint.pt`` and print the metrics table.
-- ``export``: write ``models/<name>/<version>/`` (model.onnx, manifest.json, attribution) from a
-  checkpoint.
-- ``evaluate``: score an exported model directory on the test day through the serving path
-  (manifest-driven numpy features -> onnxruntime -> numpy EGM), independently of torch.
-- ``report``: score every shipped model directory (and D2Q's run) on the test day and write
-  ``reports/evaluation.md``, ``evaluation.json`` and the plots.
-- ``build-all``: rebuild every shipped model and the reports (what ``make models`` runs).
-- ``seeds``: every report model trained again with seeds 1 and 2 and scored through the
-  serving path; ``reports/seeds.json``, from which the report prints each figure's spread.
-- ``sample-rows``: write the 50 test-day rows the ``/inspect`` page offers (with the KuaiRand
-  attribution) into the service package; see ``model_export.data.sample_rows``.
-- ``feature-tables``: write the feature store's tables file (``feature_store/kuairand.npz``,
-  the user and video tables the service looks ids up in); see
-  ``model_export.data.feature_tables``.
-- ``publish-features --to redis://host:port/db``: load that file into Redis as a new version
-  and switch readers to it in one step; see ``model_export.publish``.
-- ``tune``: EGMN configurations scored on the validation day beside the shipped models
-  (``--config NAME`` trains one, ``--shipped`` scores the model directories, ``--table``
-  writes ``reports/tuning.md``); see ``model_export.evaluation.tuning``.
-
-Argument parsing lives here, what each command does in ``model_export.commands``.
+Argument parsing and the checks of every input a command needs live here; what each command
+does lives in :mod:`model_export.commands`. The checks run before any slow import or data
+loading, so that a missing checkpoint, model directory, configuration or earlier step is one
+line on stderr with exit code 2 (argparse's convention for a usage error), not a traceback
+after seconds of loading. This module imports neither torch nor the data.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from model_export.data.kuairand import DEFAULT_DATA_DIR
 from model_export.models.names import TRAINABLE
+from model_export.training.config import (
+    EGMN_CONFIGS,
+    PAPER_CONFIG,
+    SERVED_CONFIG,
+    TRAIN_CONFIG_NAMES,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = TRAINABLE
+DEFAULT_DATA_DIR = ROOT / "data" / "kuairand"
+DATA_FILES = ("interactions.parquet", "user_features_pure.csv", "video_features_basic_pure.csv")
+"""The KuaiRand files :func:`model_export.data.kuairand.load_joined` reads."""
+CHECKPOINT = "checkpoint.pt"
+"""A run directory's checkpoint (``model_export.training.checkpoint.CHECKPOINT``; a test holds
+the two equal, this module must not import torch to read it)."""
+COSTS_RECORD = "costs.json"
+"""Under the runs directory: the timings of the last build (``model_export.evaluation.costs``)."""
+
+DESCRIPTION = """\
+Train, export and evaluate the watch-time models on KuaiRand, and write the reports.
+
+A model directory (models/<name>/<version>/) holds model.onnx, manifest.json and the data's
+attribution: what the service loads and serves. "make models" runs build-all, which
+rebuilds every shipped directory and the reports."""
+
+EPILOG = """\
+one model, end to end (EGMN with the served settings, written outside models/):
+  python -m model_export train --model egmn --config beta0.5
+  python -m model_export export --model egmn --version 2 --out runs/egmn/export/2
+  python -m model_export evaluate --model-dir runs/egmn/export/2
+  python -m model_export info runs/egmn/export/2
+
+"python -m model_export COMMAND --help" describes each command's options."""
+
+CONFIG_HELP = (
+    f"EGMN only: a named configuration, {PAPER_CONFIG} (the paper's settings, models/egmn/1), "
+    f"{SERVED_CONFIG} (served, models/egmn/2) or one of the other tuning configurations: "
+    + ", ".join(n for n in EGMN_CONFIGS if n != SERVED_CONFIG)
+    + f" (default: {PAPER_CONFIG})"
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m model_export", description=__doc__.split("\n")[0]
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """One line, so that a log or a terminal shows the cause and nothing else."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; every option's default shown after its help.
+
+    Unlike ``ArgumentDefaultsHelpFormatter`` it leaves out the defaults that say nothing
+    (``None``, ``False`` of a flag), and shows paths relative to the repository.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or not text:
+            return text
+        return f"{text} (default: {_shown(default)})".replace("%(", "%%(")
+
+
+def _shown(value: object) -> str:
+    """A default as a reader would type it."""
+    if isinstance(value, Path):
+        try:
+            return str(value.relative_to(ROOT))
+        except ValueError:
+            return str(value)
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _model_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="egmn",
+        metavar="NAME",
+        help=f"the model {what}: " + ", ".join(MODELS),
     )
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train, calibrate and evaluate one model")
-    train.add_argument("--model", choices=MODELS, default="egmn")
-    train.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    train.add_argument("--run-dir", type=Path, default=None, help="default: runs/<model>")
-    train.add_argument("--no-point-mass", action="store_true", help="plain EGM, no p0 atom")
-    train.add_argument("--no-calibration", action="store_true")
-    train.add_argument("--epochs", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR", help="the KuaiRand files"
+    )
+
+
+def _dir(parser: argparse.ArgumentParser, flag: str, default: Path, text: str) -> None:
+    parser.add_argument(flag, type=Path, default=default, metavar="DIR", help=text)
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars and no per-epoch lines"
+    )
+
+
+def _command(
+    sub: argparse._SubParsersAction[Parser], name: str, summary: str, description: str
+) -> Parser:
+    return sub.add_parser(
+        name, help=summary, description=description, formatter_class=HelpFormatter
+    )
+
+
+def parser() -> Parser:
+    """The whole command line (``--help`` prints it without importing torch)."""
+    top = Parser(
+        prog="python -m model_export",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    train = _command(
+        sub,
+        "train",
+        "train, calibrate and evaluate one model; save its checkpoint",
+        "Fit one model on the training days, early-stop (and calibrate or post-fit) on the\n"
+        "validation day, score the test day, save runs/<model>/checkpoint.pt and print the\n"
+        "figures. The settings are those make models uses; export writes the model directory.",
+    )
+    _model_option(train, "to train")
+    train.add_argument(
+        "--config", choices=TRAIN_CONFIG_NAMES, default=None, metavar="NAME", help=CONFIG_HELP
+    )
+    _data_dir(train)
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the checkpoint goes (default: runs/<model>)",
+    )
+    train.add_argument(
+        "--no-point-mass", action="store_true", help="EGMN only: plain EGM, no atom p0 at 0 s"
+    )
+    train.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="EGMN only: serve the network's own parameters, no calibration on the validation day",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N epochs (default: the shared budget, 12; early stopping may end sooner)",
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the weights and batch order"
+    )
     train.add_argument(
         "--history", action="store_true", help="add the point-in-time history features"
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(train)
 
-    export = sub.add_parser("export", help="write a model directory from a checkpoint")
-    export.add_argument("--model", choices=MODELS, default="egmn")
-    export.add_argument("--run-dir", type=Path, default=None, help="default: runs/<model>")
-    export.add_argument("--out", type=Path, default=None, help="default: models/<model>/1")
-    export.add_argument("--version", default="1")
+    export = _command(
+        sub,
+        "export",
+        "write a model directory from a checkpoint",
+        "Write model.onnx, manifest.json and ATTRIBUTION.txt for a checkpoint saved by train.",
+    )
+    _model_option(export, "whose checkpoint to export")
+    export.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where train saved the checkpoint (default: runs/<model>)",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the model directory to write (default: models/<model>/<version>)",
+    )
+    export.add_argument("--version", default="1", help="the version the manifest names")
 
-    evaluate = sub.add_parser("evaluate", help="score an exported model on the test day")
-    evaluate.add_argument("--model-dir", type=Path, default=ROOT / "models" / "egmn" / "2")
-    evaluate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    evaluate = _command(
+        sub,
+        "evaluate",
+        "score an exported model directory on the test day",
+        "Score a model directory through the serving path only (manifest -> numpy features ->\n"
+        "onnxruntime -> numpy post-processor), beside the figures its manifest carries.",
+    )
+    _dir(evaluate, "--model-dir", ROOT / "models" / "egmn" / "2", "the model directory")
+    _data_dir(evaluate)
 
-    for command, text in (
-        ("report", "evaluate every shipped model on the test day and write the report"),
-        ("build-all", "rebuild every shipped model and the reports"),
+    for name, summary, description in (
+        (
+            "report",
+            "score every shipped model on the test day and write the report",
+            "Score every model directory through the serving path; write\n"
+            "reports/evaluation.md, evaluation.json and the plots.",
+        ),
+        (
+            "build-all",
+            "rebuild every shipped model and the reports (make models)",
+            "Train and export EGMN (version 1, its variant without p0, version 2) and every\n"
+            "served baseline, then write the reports. Timings go to runs/costs.json only\n"
+            "(see the costs command), so that a rebuild leaves the tracked files as they were.",
+        ),
     ):
-        build = sub.add_parser(command, help=text)
-        build.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-        build.add_argument("--models-dir", type=Path, default=ROOT / "models")
-        build.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
-        build.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
-        build.add_argument("--quiet", action="store_true")
+        build = _command(sub, name, summary, description)
+        _data_dir(build)
+        _dir(build, "--models-dir", ROOT / "models", "the model repository")
+        _dir(build, "--reports-dir", ROOT / "reports", "where the reports go")
+        _dir(build, "--runs-dir", ROOT / "runs", "checkpoints and the build's timings")
+        _quiet(build)
 
-    seeds = sub.add_parser("seeds", help="train every report model with other seeds")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    seeds.add_argument("--models", nargs="+", choices=MODELS, default=None, help="default: all")
+    seeds = _command(
+        sub,
+        "seeds",
+        "train every report model again with other seeds",
+        "Train every model of the report with other seeds, score each through the serving\n"
+        "path and record the figures in reports/seeds.json (the spread the report prints).",
+    )
+    seeds.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2], metavar="N", help="the seeds to train"
+    )
+    seeds.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=None,
+        metavar="NAME",
+        help="the models to train (default: every model of the report)",
+    )
     seeds.add_argument("--redo", action="store_true", help="retrain runs already recorded")
-    seeds.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    seeds.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
-    seeds.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
-    seeds.add_argument("--quiet", action="store_true")
+    _data_dir(seeds)
+    _dir(seeds, "--runs-dir", ROOT / "runs", "where the runs' model directories go")
+    _dir(seeds, "--reports-dir", ROOT / "reports", "where seeds.json is")
+    _quiet(seeds)
 
-    rows = sub.add_parser("sample-rows", help="write the /inspect page's test-day rows")
-    rows.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    rows.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    costs = _command(
+        sub,
+        "costs",
+        "write reports/costs.md: training times, ONNX size and speed",
+        "Write reports/costs.md and costs.json: each model's training time (wall and CPU,\n"
+        "from the last build's runs/costs.json), ONNX size and rows/s on this machine.\n"
+        "Machine-dependent, so kept out of the files a rebuild must reproduce.",
+    )
+    _data_dir(costs)
+    _dir(costs, "--models-dir", ROOT / "models", "the model repository")
+    _dir(costs, "--reports-dir", ROOT / "reports", "where costs.md goes")
+    _dir(costs, "--runs-dir", ROOT / "runs", "where the build recorded its timings")
 
-    tables = sub.add_parser("feature-tables", help="write the feature store's tables file")
-    tables.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    tables.add_argument("--out", type=Path, default=ROOT / "feature_store" / "kuairand.npz")
+    info = _command(
+        sub,
+        "info",
+        "say what a model directory is, from its manifest",
+        "Print a model directory's family, training window, settings, test-day figures,\n"
+        "graph sha256 (checked against model.onnx), size and data attribution. Reads the\n"
+        "manifest only: no torch, no data.",
+    )
+    info.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="e.g. models/egmn/2")
 
-    publish = sub.add_parser("publish-features", help="load the feature tables into Redis")
-    publish.add_argument("--to", required=True, help="redis://host:port/db")
-    publish.add_argument("--tables", type=Path, default=ROOT / "feature_store" / "kuairand.npz")
-    publish.add_argument("--batch", type=int, default=2000, help="hashes per pipeline")
-    publish.add_argument("--keep", type=int, default=1, help="earlier versions kept")
+    rows = _command(
+        sub,
+        "sample-rows",
+        "write the /inspect page's test-day rows",
+        "Write the 50 test-day rows the /inspect page offers into the service package.",
+    )
+    _data_dir(rows)
+    _dir(rows, "--models-dir", ROOT / "models", "the model repository")
+
+    tables = _command(
+        sub,
+        "feature-tables",
+        "write the feature store's tables file",
+        "Write the user and video tables the service looks ids up in.",
+    )
+    _data_dir(tables)
+    tables.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "feature_store" / "kuairand.npz",
+        metavar="FILE",
+        help="the tables file",
+    )
+
+    publish = _command(
+        sub,
+        "publish-features",
+        "load the feature tables into Redis",
+        "Load the tables file into Redis as a new version and switch readers to it in one step.",
+    )
+    publish.add_argument("--to", required=True, metavar="URL", help="redis://host:port/db")
+    publish.add_argument(
+        "--tables",
+        type=Path,
+        default=ROOT / "feature_store" / "kuairand.npz",
+        metavar="FILE",
+        help="the tables file (written by feature-tables)",
+    )
+    publish.add_argument("--batch", type=int, default=2000, metavar="N", help="hashes per pipeline")
+    publish.add_argument(
+        "--keep", type=int, default=1, metavar="N", help="earlier versions kept in Redis"
+    )
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    tune = sub.add_parser("tune", help="EGMN configurations on the validation day")
-    tune.add_argument("--config", default=None, help="train one named configuration")
-    tune.add_argument("--shipped", action="store_true", help="score the shipped models")
-    tune.add_argument("--table", action="store_true", help="write reports/tuning.md")
-    tune.add_argument("--ship", default=None, help="export a tuned configuration's run")
+    tune = _command(
+        sub,
+        "tune",
+        "EGMN configurations scored on the validation day",
+        "Validation-day tuning of EGMN (model_export.evaluation.tuning); the steps in order:\n"
+        "--config NAME for each configuration, --shipped, --table, then --ship NAME.",
+    )
+    tune.add_argument(
+        "--config",
+        default=None,
+        metavar="NAME",
+        help="train one named configuration: " + ", ".join(EGMN_CONFIGS),
+    )
+    tune.add_argument(
+        "--shipped",
+        action="store_true",
+        help="score the shipped model directories on the validation day",
+    )
+    tune.add_argument(
+        "--table", action="store_true", help="write reports/tuning.md (after --shipped)"
+    )
+    tune.add_argument(
+        "--ship",
+        default=None,
+        metavar="NAME",
+        help="export a tuned configuration's run as models/egmn/<version>",
+    )
     tune.add_argument("--version", default="2", help="model version written by --ship")
-    tune.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    tune.add_argument("--models-dir", type=Path, default=ROOT / "models")
-    tune.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "tune")
-    tune.add_argument("--reports-dir", type=Path, default=ROOT / "reports")
-    tune.add_argument("--quiet", action="store_true")
-    return parser
+    _data_dir(tune)
+    _dir(tune, "--models-dir", ROOT / "models", "the model repository")
+    _dir(tune, "--runs-dir", ROOT / "runs" / "tune", "the configurations' runs")
+    _dir(tune, "--reports-dir", ROOT / "reports", "where tuning.md goes")
+    _quiet(tune)
+
+    reproduce = _command(
+        sub,
+        "reproduce",
+        "rebuild twice and check that nothing tracked changes (make reproduce)",
+        "Run build-all RUNS times on a clean git tree; after each, git status must be empty\n"
+        "and every model.onnx must keep its sha256. About an hour per run on 2 cores.",
+    )
+    reproduce.add_argument("--runs", type=int, default=2, metavar="N", help="builds to run")
+    _dir(reproduce, "--models-dir", ROOT / "models", "the model repository")
+    return top
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _fail(command: argparse.ArgumentParser, message: str) -> NoReturn:
+    command.error(message)
+
+
+def _missing_data(data_dir: Path) -> str | None:
+    missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
+    if not missing:
+        return None
+    return f"no KuaiRand data in {data_dir} (missing {', '.join(missing)}); see README.md"
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    return args.run_dir if args.run_dir is not None else ROOT / "runs" / args.model
+
+
+def _check_model_dir(command: argparse.ArgumentParser, model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        _fail(command, f"no model directory {model_dir}")
+    if not (model_dir / "manifest.json").is_file():
+        _fail(command, f"{model_dir} has no manifest.json: not a model directory")
+
+
+def check(args: argparse.Namespace, commands: dict[str, argparse.ArgumentParser]) -> None:
+    """Every input the command needs, checked before anything slow is imported or loaded;
+    a failure is one line on stderr and exit code 2."""
+    command = commands[args.command]
+    if "data_dir" in args:
+        problem = _missing_data(args.data_dir)
+        if problem is not None:
+            _fail(command, problem)
+    name = args.command
+    if name == "train":
+        if args.model != "egmn":
+            for flag, given in (
+                ("--config", args.config is not None),
+                ("--no-point-mass", args.no_point_mass),
+                ("--no-calibration", args.no_calibration),
+            ):
+                if given:
+                    _fail(command, f"{flag} applies to --model egmn only")
+        if args.epochs is not None and args.epochs < 1:
+            _fail(command, "--epochs must be at least 1")
+    elif name == "export":
+        path = _run_dir(args) / CHECKPOINT
+        if not path.is_file():
+            train = f"python -m model_export train --model {args.model}"
+            if args.run_dir is not None:
+                train += f" --run-dir {args.run_dir}"
+            _fail(command, f"no checkpoint {path}: run '{train}' first")
+    elif name in ("evaluate", "info"):
+        _check_model_dir(command, args.model_dir)
+    elif name in ("report", "sample-rows", "costs") and not args.models_dir.is_dir():
+        _fail(command, f"no model repository {args.models_dir}")
+    elif name == "publish-features":
+        if not args.tables.is_file():
+            _fail(command, f"no {args.tables}: run 'python -m model_export feature-tables' first")
+        if not args.to.startswith(("redis://", "rediss://", "unix://")):
+            _fail(command, f"--to {args.to}: expected redis://host:port/db")
+    elif name == "tune":
+        _check_tune(command, args)
+    elif name == "reproduce":
+        _check_reproduce(command, args)
+
+
+def _check_tune(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.config is None and not args.shipped and not args.table and args.ship is None:
+        _fail(command, "nothing to do: give --config NAME, --shipped, --table or --ship NAME")
+    known = ", ".join(EGMN_CONFIGS)
+    for flag, value in (("--config", args.config), ("--ship", args.ship)):
+        if value is not None and value not in EGMN_CONFIGS:
+            _fail(command, f"{flag} {value}: unknown configuration; known: {known}")
+    if args.ship is not None and args.ship != args.config:
+        path = args.runs_dir / args.ship / CHECKPOINT
+        if not path.is_file():
+            _fail(
+                command, f"no {path}: run 'python -m model_export tune --config {args.ship}' first"
+            )
+    if args.ship is not None:
+        paper = args.models_dir / "egmn" / "1" / "manifest.json"
+        if not paper.is_file():
+            _fail(command, f"no {paper} (the reference figures of --ship): run 'make models'")
+    if args.table and not args.shipped and not (args.runs_dir / "shipped.json").is_file():
+        shipped = args.runs_dir / "shipped.json"
+        _fail(command, f"no {shipped}: run 'python -m model_export tune --shipped' first")
+
+
+def _check_reproduce(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.runs < 1:
+        _fail(command, "--runs must be at least 1")
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if status.returncode != 0:
+        _fail(command, f"{ROOT} is not a git work tree")
+    if status.stdout.strip():
+        _fail(command, "the tree has changes; commit or stash them first (git status)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, check the inputs, then run the command (heavy imports only from here on)."""
+    top = parser()
+    args = top.parse_args(argv)
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    check(args, dict(sub.choices))
+    if args.command == "info":
+        from model_export.info import describe
+
+        print(describe(args.model_dir))
+        return 0
+    if args.command == "reproduce":
+        from model_export.reproduce import reproduce
+
+        problems = reproduce(ROOT, args.models_dir, args.runs)
+        for line in problems:
+            print(line, file=sys.stderr)
+        return 1 if problems else 0
     if args.command == "feature-tables":
         from model_export.data.feature_tables import write_feature_tables
 
@@ -133,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"published feature tables version {version} to {args.to}")
         return 0
-    # Imported late so that --help does not pay for torch.
+    # Imported late so that --help and the checks above do not pay for torch.
     from model_export import commands
 
     start = time.perf_counter()
@@ -142,19 +512,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(write_sample_rows(args.data_dir, args.models_dir))
         return 0
-    if args.command == "train":
-        commands.train(args)
-    elif args.command == "export":
-        commands.export(args)
-    elif args.command == "evaluate":
-        commands.evaluate(args)
-    elif args.command == "tune":
-        commands.tune(args)
-    elif args.command == "seeds":
-        commands.seeds(args)
-    elif args.command == "report":
-        commands.report(args)
-    else:
-        commands.build_all(args)
+    run = {
+        "train": commands.train,
+        "export": commands.export,
+        "evaluate": commands.evaluate,
+        "tune": commands.tune,
+        "seeds": commands.seeds,
+        "report": commands.report,
+        "costs": commands.costs,
+        "build-all": commands.build_all,
+    }[args.command]
+    run(args)
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0

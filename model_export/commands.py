@@ -9,6 +9,7 @@ from pathlib import Path
 
 from model_export.data.kuairand import labels, load_joined, raw_columns, split_by_day
 from model_export.data.prepared import prepare
+from model_export.evaluation import costs as costs_record
 from model_export.evaluation.egmn_report import write_egmn_report
 from model_export.evaluation.metrics import evaluate_distribution
 from model_export.evaluation.reference import REFERENCE, baseline_metrics
@@ -24,7 +25,12 @@ from model_export.export.runs import write_baseline, write_egmn
 from model_export.models.registry import SERVED
 from model_export.training.baselines import BaselineRun
 from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
-from model_export.training.config import BaselineConfig, TrainConfig
+from model_export.training.config import (
+    PAPER_CONFIG,
+    SERVED_CONFIG,
+    BaselineConfig,
+    named_config,
+)
 from model_export.training.egmn import EGMNRun
 from service.manifest import Manifest
 from service.versions import highest_version_dir
@@ -69,16 +75,29 @@ def train(args: argparse.Namespace) -> None:
     if args.model != "egmn":
         _train_baseline(args)
         return
-    config = TrainConfig(point_mass=not args.no_point_mass, seed=args.seed, history=args.history)
+    name = args.config or PAPER_CONFIG
+    config = dataclasses.replace(named_config(name), seed=args.seed)
+    if args.no_point_mass:
+        config = dataclasses.replace(config, point_mass=False)
+    if args.history:
+        config = dataclasses.replace(config, history=True)
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs=args.epochs)
     prepared = prepare(args.data_dir, history=config.history)
-    run = run_egmn(prepared, config, calibrate=not args.no_calibration, progress=not args.quiet)
+    label = "egmn" if config.point_mass else "egmn-no-p0"
+    print(f"{label}: configuration {name}", flush=True)
+    run = run_egmn(
+        prepared,
+        config,
+        calibrate=not args.no_calibration,
+        progress=not args.quiet,
+        label=label,
+    )
     run.metrics[REFERENCE] = baseline_metrics(prepared)
     path = _run_dir(args) / CHECKPOINT
     save_run(run, path)
     print(f"checkpoint: {path}")
-    _print_run(run, "egmn" if config.point_mass else "egmn-no-p0")
+    _print_run(run, label)
 
 
 def _write(
@@ -139,10 +158,10 @@ def _d2q_run(runs_dir: Path, data_dir: Path, quiet: bool) -> BaselineRun:
     return run
 
 
-def report(
-    args: argparse.Namespace, d2q: BaselineRun | None = None, build_s: float | None = None
-) -> None:
-    """reports/evaluation.{md,json} and plots from the shipped model directories."""
+def report(args: argparse.Namespace, d2q: BaselineRun | None = None) -> None:
+    """reports/evaluation.{md,json} and plots from the shipped model directories; nothing
+    machine-dependent goes into them (timings: :func:`costs`), so a rebuild rewrites them
+    byte for byte."""
     from model_export.evaluation import report as evaluation
 
     split = split_by_day(load_joined(args.data_dir))
@@ -152,19 +171,49 @@ def report(
 
     seed_runs = seed_figures.load(args.reports_dir / seed_figures.SEEDS_FILE)
     inputs = evaluation.collect(args.models_dir, split, d2q, seed_runs=seed_runs)
-    path = evaluation.write_report(args.reports_dir, inputs, args.models_dir, build_seconds=build_s)
+    path = evaluation.write_report(args.reports_dir, inputs, args.models_dir)
     print(f"wrote {path}")
     print(headline_table(inputs.models))
 
 
+class Stages:
+    """The overall counter of a long command: ``[3/19] egmn/2 ...`` before each stage, so
+    that a log says how far the build is."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+    def next(self, what: str) -> None:
+        """Announce the next stage."""
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {what}", flush=True)
+
+
 def build_all(args: argparse.Namespace) -> None:
-    """Every shipped model (EGMN, then each served baseline) and both reports."""
+    """Every shipped model (EGMN, then each served baseline) and both reports.
+
+    The timings of every run go to ``runs/costs.json`` (untracked), not into the manifests
+    or reports: those must come out byte for byte the same from a rebuild."""
     start = time.perf_counter()
+    record = costs_record.Record(args.runs_dir / costs_record.RECORD)
+    record.start_build()
+    stages = Stages(3 + len(SERVED) + 1)
     prepared = prepare(args.data_dir)
     baseline = baseline_metrics(prepared)
     progress = not args.quiet
-    with_p0 = run_egmn(prepared, TrainConfig(point_mass=True), progress=progress)
-    without_p0 = run_egmn(prepared, TrainConfig(point_mass=False), progress=progress)
+    stages.next("egmn/1: EGMN with the paper's settings")
+    with_p0 = run_egmn(prepared, named_config(PAPER_CONFIG), progress=progress, label="egmn/1")
+    record.run("egmn/1", with_p0.train_seconds, with_p0.train_cpu_seconds, with_p0.seconds)
+    stages.next("egmn/1 without p0: the same without the atom at 0 s (reports/egmn.md)")
+    no_p0 = dataclasses.replace(named_config(PAPER_CONFIG), point_mass=False)
+    without_p0 = run_egmn(prepared, no_p0, progress=progress, label="egmn/1 without p0")
+    record.run(
+        "egmn/1 without p0",
+        without_p0.train_seconds,
+        without_p0.train_cpu_seconds,
+        without_p0.seconds,
+    )
     references = {
         "egmn uncalibrated": with_p0.metrics["uncalibrated"],
         "egmn-no-p0 calibrated": without_p0.metrics["calibrated"],
@@ -175,28 +224,40 @@ def build_all(args: argparse.Namespace) -> None:
     manifest = _write(with_p0, out, "1", references)
     rows = {"egmn calibrated (shipped)": manifest.evaluation.metrics if manifest.evaluation else {}}
     rows.update(references)
-    elapsed = time.perf_counter() - start
-    write_egmn_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0, elapsed)
+    write_egmn_report(args.reports_dir / "egmn.md", rows, with_p0, without_p0)
     print(f"\nwrote {out}; test day {with_p0.window.test_date} ({with_p0.window.rows_test} rows)")
     print(metrics_table(rows))
     # The configuration chosen on the validation day (reports/tuning.md), served by default.
-    from model_export.evaluation import tuning
-
-    tuned = run_egmn(prepared, tuning.config_of(tuning.SERVED), progress=progress)
+    stages.next(f"egmn/2: EGMN with the tuned configuration {SERVED_CONFIG}")
+    tuned = run_egmn(prepared, named_config(SERVED_CONFIG), progress=progress, label="egmn/2")
+    record.run("egmn/2", tuned.train_seconds, tuned.train_cpu_seconds, tuned.seconds)
     references_v2 = {"egmn/1 (paper settings)": served_metrics(with_p0), REFERENCE: baseline}
     out_v2 = args.models_dir / "egmn" / "2"
     _write(tuned, out_v2, "2", references_v2)
-    print(f"wrote {out_v2}: EGMN with the tuned configuration {tuning.SERVED}")
+    print(f"wrote {out_v2}: EGMN with the tuned configuration {SERVED_CONFIG}")
     for name in SERVED:
+        stages.next(name)
         run = run_baseline(prepared, BaselineConfig.of(name), progress=progress)
+        record.run(f"{name}/1", run.seconds, run.cpu_seconds, run.seconds)
         target = args.models_dir / name / "1"
         _write_baseline(run, target, "1", {REFERENCE: baseline})
         print(f"wrote {target}: {name} in {run.seconds:.0f} s")
         if name == "d2q":  # the tuning report's validation-day row reads its run
             save_run(run, args.runs_dir / "d2q" / CHECKPOINT)
     del prepared
-    report(args, build_s=time.perf_counter() - start)
-    print(f"build-all took {time.perf_counter() - start:.0f} s")
+    stages.next("report")
+    report(args)
+    record.finish_build(time.perf_counter() - start)
+    print(f"build-all took {time.perf_counter() - start:.0f} s; timings in {record.path}")
+    print("reports/costs.md from them: python -m model_export costs")
+
+
+def costs(args: argparse.Namespace) -> None:
+    """reports/costs.{md,json}: the last build's timings, each graph's size and speed here."""
+    split = split_by_day(load_joined(args.data_dir))
+    record = costs_record.Record(args.runs_dir / costs_record.RECORD)
+    path = costs_record.write_costs(args.reports_dir, args.models_dir, split, record.load())
+    print(f"wrote {path}")
 
 
 def _manifest_metrics(model_dir: Path) -> dict[str, float]:
@@ -252,24 +313,27 @@ def seeds(args: argparse.Namespace) -> None:
     the figures go to reports/seeds.json (see :mod:`model_export.evaluation.seeds`)."""
     from model_export.evaluation import seeds as seed_figures
     from model_export.evaluation.report import REPORT_ORDER
-    from model_export.evaluation.tuning import SERVED as TUNED
-    from model_export.evaluation.tuning import config_of
 
     names = args.models or list(REPORT_ORDER)
     prepared = prepare(args.data_dir)
     split = split_by_day(load_joined(args.data_dir))
     path = args.reports_dir / seed_figures.SEEDS_FILE
     runs = seed_figures.load(path)
+    stages = Stages(len(args.seeds) * len(names))
     for seed in args.seeds:
         for name in names:
+            stages.next(f"{name} seed {seed}")
             if not args.redo and str(seed) in runs.get(name, {}):
                 print(f"{name} seed {seed}: already in {path}")
                 continue
             out = args.runs_dir / "seeds" / str(seed) / name / "1"
             start = time.perf_counter()
             if name == "egmn":
-                config = dataclasses.replace(config_of(TUNED), seed=seed)
-                _write(run_egmn(prepared, config, progress=not args.quiet), out, "1", {})
+                config = dataclasses.replace(named_config(SERVED_CONFIG), seed=seed)
+                run = run_egmn(
+                    prepared, config, progress=not args.quiet, label=f"egmn/2 seed {seed}"
+                )
+                _write(run, out, "1", {})
             else:
                 config_b = BaselineConfig.of(name, seed=seed)
                 _write_baseline(

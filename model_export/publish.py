@@ -59,7 +59,9 @@ def publish_features(
     client = redis.Redis.from_url(url, decode_responses=True)
     client.ping()
     total = sum(int(t.ids.size) for t in store.tables.values())
-    with tqdm(total=total, unit="rows", disable=not progress, desc=f"version {version}") as bar:
+    with tqdm(
+        total=total, unit="rows", disable=None if progress else True, desc=f"version {version}"
+    ) as bar:
         for entity in schema.entities:
             table = store.tables[entity.name]
             pipe = client.pipeline(transaction=False)

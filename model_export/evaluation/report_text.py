@@ -74,13 +74,8 @@ METRICS_TEXT = """\
 - CRPS: `integral (F(t) - 1{t >= y})^2 dt` in seconds; proper for every family, atoms included.
 - cov q: share of test labels at or below the predicted q-quantile (ideal: q).
 - skip AUC / Brier: `P(T <= 3 s)` against `y <= 3 s`.
-- train (s): wall time of training and post-fitting (EGMN's calibration, VR's spread) in the
-  build, torch on 2 threads of a 2-core machine that another job may share; train CPU (s):
-  the CPU time of the same work. Both come from one build and move by a factor of 2 to 5
-  between builds with whatever else runs on the machine (torch's threads spin while they
-  wait, so even CPU time grows): read them as orders of magnitude. ONNX rows/s: the
-  exported graph alone in onnxruntime, one thread, batches of 1024 rows, best of 3 passes
-  over the test day.
+- ONNX MB: the size of `model.onnx`. Training times and ONNX rows/s depend on the machine:
+  they are in [costs.md](costs.md).
 """
 
 
@@ -116,7 +111,7 @@ papers' table below is mostly noise. Coverage moves by up to ±0.023 and NLL y>0
   Skip AUC is a tie among eight models, GR's 0.7352 ±0.0044 on top and EGMN's 0.7343 inside.
 - **GR** (generative regression) is a good distribution (NLL y>0 3.645, skip AUC tied for
   best) with a poor point (soft-argmax MAE 23.8 ±0.9 s), and its graph is the slowest by
-  far (a tenth of the others' ONNX rows/s): it runs the decoder's second step once for
+  far (a tenth of the others' ONNX rows/s, costs.md): it runs the decoder's second step once for
   each of the 16 first tokens of every row.
 - The point regressors (`huber`, `huberpp`, `am`) and the debiasing and exit models
   (`d2co`, `cwm`) trail EGMN on the distribution columns; `lda`'s anchors reach NLL y>0

@@ -22,11 +22,16 @@ from service.manifest import Evaluation, TrainingWindow
 
 
 def run_egmn(
-    prepared: Prepared, config: TrainConfig, calibrate: bool = True, progress: bool = True
+    prepared: Prepared,
+    config: TrainConfig,
+    calibrate: bool = True,
+    progress: bool = True,
+    label: str = "egmn",
 ) -> EGMNRun:
-    """Train, calibrate on the validation day and evaluate on the test day."""
+    """Train, calibrate on the validation day and evaluate on the test day; ``label`` names
+    the run in the progress lines."""
     start = time.perf_counter()
-    run = fit_egmn(prepared, config, calibrate=calibrate, progress=progress)
+    run = fit_egmn(prepared, config, calibrate=calibrate, progress=progress, label=label)
     y = prepared.test.y.double().numpy()
     run.metrics["uncalibrated"] = evaluate_distribution(
         predict_distribution(run.serving(calibrated=False), prepared.test), y

@@ -72,9 +72,6 @@ class Scored:
     family: str | None
     dist: Distribution | None
     point: np.ndarray
-    train_seconds: float | None = None
-    train_cpu_seconds: float | None = None
-    rows_per_s: float | None = None
     onnx_mb: float | None = None
     description: str = ""
     overall: dict[str, float] = field(default_factory=dict)
@@ -134,28 +131,17 @@ def onnx_rows_per_s(
     return n / best
 
 
-def score_exported(
-    model_dir: Path, test: pd.DataFrame, label: str | None = None, measure_speed: bool = True
-) -> Scored:
+def score_exported(model_dir: Path, test: pd.DataFrame, label: str | None = None) -> Scored:
     """A model directory scored through the serving path."""
     model = load_served(model_dir)
     manifest = model.manifest
     columns = raw_columns(test, manifest.source_columns())
     dist = served_distribution(model, columns)
-    extras = manifest.extras
-    seconds = extras.get("train_seconds")
-    cpu = extras.get("train_cpu_seconds")
-    speed = None
-    if measure_speed:
-        speed = onnx_rows_per_s(model_dir, model.encode(columns))
     return Scored(
         name=label or manifest.name,
         family=manifest.family,
         dist=dist,
         point=dist.point(),
-        train_seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
-        train_cpu_seconds=float(cpu) if isinstance(cpu, (int, float)) else None,
-        rows_per_s=speed,
         onnx_mb=(model_dir / "model.onnx").stat().st_size / 1e6,
         description=manifest.description,
     )
@@ -169,8 +155,6 @@ def score_d2q(run: BaselineRun, split: Split) -> Scored:
         family=run.model.family,
         dist=dist,
         point=dist.point(),
-        train_seconds=run.seconds,
-        train_cpu_seconds=run.cpu_seconds,
         description="Duration-deconfounded quantile regression, served as a quantile function",
     )
 

@@ -29,7 +29,7 @@ DEFAULT_SEEDS = (1, 2)
 
 Figures = dict[str, object]
 """One run's figures: ``overall`` (metric -> value), ``by_duration`` (group -> metric ->
-value) and ``train_seconds``."""
+value) and ``train_seconds`` (set by the ``seeds`` command, which times the run)."""
 
 
 def load(path: Path) -> dict[str, dict[str, Figures]]:
@@ -62,7 +62,7 @@ def _finite(value: object) -> float | None:
 
 def figures_of(model_dir: Path, split: Split) -> Figures:
     """A model directory's test-day figures, overall and by duration group."""
-    scored = score_exported(model_dir, split.test, measure_speed=False)
+    scored = score_exported(model_dir, split.test)
     y = labels(split.test)
     score(scored, y, duration_group(split.test["duration_ms"].to_numpy(dtype=np.float64)))
     return {
@@ -70,7 +70,6 @@ def figures_of(model_dir: Path, split: Split) -> Figures:
         "by_duration": {
             g: {k: _finite(v) for k, v in metrics.items()} for g, metrics in scored.groups.items()
         },
-        "train_seconds": scored.train_seconds,
     }
 
 

@@ -96,26 +96,21 @@ def best_of(models: Sequence[Scored], key: str) -> str | None:
 
 
 def headline_table(models: Sequence[Scored]) -> str:
-    """The markdown table of the overall figures, one row per model."""
+    """The markdown table of the overall figures, one row per model; no timings (they are
+    in reports/costs.md), so that a rebuild writes the same table."""
     header = [
         "model",
         "family",
         *(h for _, h, _ in HEADLINE),
         "seeds",
-        "train (s)",
-        "train CPU (s)",
         "ONNX MB",
-        "ONNX rows/s",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in models:
         cells = [m.name, m.family or "- (offline)"]
         cells += [_with_spread(m, k) for k, _, _ in HEADLINE]
         cells.append(str(1 + len(m.seed_runs)))
-        cells.append("-" if m.train_seconds is None else f"{m.train_seconds:.0f}")
-        cells.append("-" if m.train_cpu_seconds is None else f"{m.train_cpu_seconds:.0f}")
         cells.append("-" if m.onnx_mb is None else f"{m.onnx_mb:.2f}")
-        cells.append("-" if m.rows_per_s is None else f"{m.rows_per_s:,.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -15,7 +15,6 @@ Protocol (fixed before any figure was seen):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -31,24 +30,13 @@ from model_export.evaluation.metrics import evaluate_distribution, evaluate_poin
 from model_export.evaluation.served import load_served, served_distribution
 from model_export.training.baselines import BaselineRun, baseline_distribution
 from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
-from model_export.training.config import TrainConfig
+from model_export.training.config import EGMN_CONFIGS, SERVED_CONFIG, TrainConfig, named_config
 from model_export.training.egmn import EGMNRun, fit_calibration, fit_egmn, predict_distribution
 from service.versions import version_dirs
 
-# The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2).
-CONFIGS: dict[str, dict[str, Any]] = {
-    # The L1 term pulls the mixture mean towards the median and bends the density; half of it.
-    "beta0.5": {"beta": 0.5},
-    # A weaker entropy bonus lets the mixture put its mass on fewer, sharper components.
-    "alpha0.01": {"alpha": 0.01},
-    # More Gaussians for the multi-modal shapes of long videos.
-    "k16": {"n_gaussians": 16},
-    # Both changes that keep the point term, with a weaker L1.
-    "beta0.5-alpha0.01-k16": {"beta": 0.5, "alpha": 0.01, "n_gaussians": 16},
-    # The served configuration plus the point-in-time history features of the same user,
-    # video and author (model_export.data.history; issue 16, lever 1).
-    "beta0.5-history": {"beta": 0.5, "history": True},
-}
+# The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2); the
+# configurations tried against it live, without torch, in model_export.training.config.
+CONFIGS: dict[str, dict[str, Any]] = EGMN_CONFIGS
 
 BUDGET = """\
 - Baselines (vr, wlr, ziln, softmax, cread, d2q): no search; one configuration each, the
@@ -65,8 +53,9 @@ MAE_TOLERANCE = 0.01
 
 def config_of(name: str) -> TrainConfig:
     """The TrainConfig of a named configuration (one thread: the machine is shared)."""
-    changes = dict(CONFIGS[name])
-    return dataclasses.replace(TrainConfig(num_threads=1), **changes)
+    if name not in CONFIGS:
+        raise KeyError(name)
+    return named_config(name)
 
 
 def halves(n: int) -> tuple[slice, slice]:
@@ -85,7 +74,11 @@ def run_config(
     config = config_of(name)
     first, second = halves(len(prepared.validation))
     run = fit_egmn(
-        prepared, config, progress=progress, calibration_rows=_part(prepared.validation, first)
+        prepared,
+        config,
+        progress=progress,
+        calibration_rows=_part(prepared.validation, first),
+        label=f"egmn {name}",
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     save_run(run, out_dir / name / CHECKPOINT)
@@ -232,7 +225,7 @@ def write_tuning_report(
 
 
 # The configuration the rule chose on the validation day, served as models/egmn/2.
-SERVED = "beta0.5"
+SERVED = SERVED_CONFIG
 
 
 def finish(prepared: Prepared, run: EGMNRun) -> EGMNRun:

@@ -2,7 +2,9 @@
 
 The caller hands in the manifest's evaluation block (the test day's figures come from
 :mod:`model_export.evaluation.runs`); everything else a manifest says about a run (its
-description, its training settings and timings, its head's constants) is written here.
+description, its training settings, its head's constants) is written here. Timings are not:
+they differ between two builds of the same model, and a rebuild must leave the manifest as it
+was (they go to ``runs/costs.json``, :mod:`model_export.evaluation.costs`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from model_export.export.model_dir import write_model_dir
 from model_export.training.baselines import BaselineRun
+from model_export.training.config import TrainConfig
 from model_export.training.egmn import EGMNRun
 from service.manifest import Evaluation, Manifest
 
@@ -47,8 +50,6 @@ def _egmn_extras(run: EGMNRun) -> dict[str, float | str | list[float]]:
         "calibrated": "yes" if run.calibration is not None else "no",
         "best_epoch": float(run.history.best_epoch + 1),
         "train_config": repr(run.config.as_dict()),
-        "train_seconds": round(run.train_seconds, 1),
-        "train_cpu_seconds": round(run.train_cpu_seconds, 1),
     }
     if run.calibration is not None:
         extras.update(run.calibration.summary())
@@ -66,12 +67,18 @@ def write_egmn(run: EGMNRun, out: Path, version: str, evaluation: Evaluation) ->
         window=run.window,
         evaluation=evaluation,
         extras=_egmn_extras(run),
-        description=(
-            "EGMN: exponential + 10 truncated Gaussians"
-            + (" + point mass at 0" if run.config.point_mass else "")
-            + (", calibrated on the validation day" if run.calibration is not None else "")
-            + f"; loss NLL + {run.config.alpha:g} * sum(w log w) + {run.config.beta:g} * L1"
-        ),
+        description=egmn_description(run.config, calibrated=run.calibration is not None),
+    )
+
+
+def egmn_description(config: TrainConfig, calibrated: bool) -> str:
+    """EGMN's manifest description, from its settings alone (so that a manifest written
+    before the wording changed can be brought up to date without retraining)."""
+    return (
+        f"EGMN: exponential + {config.n_gaussians} truncated Gaussians"
+        + (" + point mass at 0" if config.point_mass else "")
+        + (", calibrated on the validation day" if calibrated else "")
+        + f"; loss NLL + {config.alpha:g} * sum(w log w) + {config.beta:g} * L1"
     )
 
 
@@ -84,8 +91,6 @@ def write_baseline(run: BaselineRun, out: Path, version: str, evaluation: Evalua
         "label_scale_s": run.config.label_scale,
         "best_epoch": float(run.history.best_epoch + 1),
         "train_config": repr(run.config.as_dict()),
-        "train_seconds": round(run.seconds, 1),
-        "train_cpu_seconds": round(run.cpu_seconds, 1),
         **run.model.extras(),
     }
     return write_model_dir(

@@ -6,8 +6,9 @@ them equal), so that every model gets the same optimisation budget.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,43 @@ class LoopConfig(Protocol):
     max_epochs: int
     patience: int
     seed: int
+
+
+# EGMN's named configurations: changes to TrainConfig() (the paper's settings, egmn/1).
+# Here, without torch, so that the command line can list and check the names before any
+# slow import; model_export.evaluation.tuning trains and scores them on the validation day.
+EGMN_CONFIGS: dict[str, dict[str, Any]] = {
+    # The L1 term pulls the mixture mean towards the median and bends the density; half of it.
+    "beta0.5": {"beta": 0.5},
+    # A weaker entropy bonus lets the mixture put its mass on fewer, sharper components.
+    "alpha0.01": {"alpha": 0.01},
+    # More Gaussians for the multi-modal shapes of long videos.
+    "k16": {"n_gaussians": 16},
+    # Both changes that keep the point term, with a weaker L1.
+    "beta0.5-alpha0.01-k16": {"beta": 0.5, "alpha": 0.01, "n_gaussians": 16},
+    # The served configuration plus the point-in-time history features of the same user,
+    # video and author (model_export.data.history; issue 16, lever 1).
+    "beta0.5-history": {"beta": 0.5, "history": True},
+}
+
+SERVED_CONFIG = "beta0.5"
+"""The configuration the tuning rule chose on the validation day, served as models/egmn/2."""
+
+PAPER_CONFIG = "paper"
+"""The paper's settings, TrainConfig() itself: models/egmn/1 (``train --config paper``)."""
+
+TRAIN_CONFIG_NAMES = (PAPER_CONFIG, *EGMN_CONFIGS)
+"""What ``train --config`` accepts."""
+
+
+def named_config(name: str) -> TrainConfig:
+    """The TrainConfig of a named configuration, exactly as ``make models`` trains it.
+
+    The tuned ones run on one torch thread (the tuning shares the machine, and the thread
+    count changes float summation order, so egmn/2 is rebuilt with the same one); the
+    paper's settings keep TrainConfig()'s two, as egmn/1 was built.
+    """
+    if name == PAPER_CONFIG:
+        return TrainConfig()
+    changes = dict(EGMN_CONFIGS[name])
+    return dataclasses.replace(TrainConfig(num_threads=1), **changes)

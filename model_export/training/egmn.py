@@ -63,8 +63,12 @@ def train_egmn(
     numeric_width: int,
     config: TrainConfig,
     progress: bool = True,
+    label: str = "egmn",
 ) -> tuple[EGMN, History]:
-    """Fit EGMN with early stopping on the validation NLL; returns the best epoch's model."""
+    """Fit EGMN with early stopping on the validation NLL; returns the best epoch's model.
+
+    ``label`` starts each progress line (``egmn/2 epoch 3: ...``), so that a build's log says
+    which of EGMN's runs is training."""
     seed_everything(config.seed, config.num_threads)
     model = build_egmn(cardinalities, numeric_width, config)
     scale = config.label_scale
@@ -80,7 +84,7 @@ def train_egmn(
         batch_loss,
         lambda: validation_nll(model, validation, scale),
         config,
-        label="",
+        label=label,
         progress=progress,
     )
     return model, history
@@ -167,7 +171,9 @@ def build_egmn(cardinalities: list[int], numeric_width: int, config: TrainConfig
     )
 
 
-def train_on(prepared: Prepared, config: TrainConfig, progress: bool) -> tuple[EGMN, History]:
+def train_on(
+    prepared: Prepared, config: TrainConfig, progress: bool, label: str = "egmn"
+) -> tuple[EGMN, History]:
     """EGMN fitted on the training days, early-stopped on the validation day."""
     return train_egmn(
         prepared.train,
@@ -176,6 +182,7 @@ def train_on(prepared: Prepared, config: TrainConfig, progress: bool) -> tuple[E
         prepared.fitted.numeric_width,
         config,
         progress=progress,
+        label=label,
     )
 
 
@@ -185,6 +192,7 @@ def fit_egmn(
     calibrate: bool = True,
     progress: bool = True,
     calibration_rows: Encoded | None = None,
+    label: str = "egmn",
 ) -> EGMNRun:
     """Train, then calibrate on the validation day; the test day is not read here.
 
@@ -193,7 +201,7 @@ def fit_egmn(
     """
     check_inputs(config, prepared.history is not None)
     start, cpu_start = time.perf_counter(), time.process_time()
-    model, history = train_on(prepared, config, progress)
+    model, history = train_on(prepared, config, progress, label)
     rows = prepared.validation if calibration_rows is None else calibration_rows
     calibration = fit_calibration(model, rows, config) if calibrate else None
     return EGMNRun(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,10 +76,12 @@ def fit_early_stopping(
         model.train()
         order = torch.randperm(n, generator=generator)
         total = 0.0
+        # disable=None: a bar on a terminal only. Written to a file, a bar is a carriage
+        # return per update (a log of hundreds of kB); the per-epoch line below says enough.
         bar = tqdm(
             range(steps),
             desc=f"{prefix}epoch {epoch + 1}/{config.max_epochs}",
-            disable=not progress,
+            disable=None if progress else True,
             leave=False,
         )
         for step in bar:
@@ -103,6 +106,7 @@ def fit_early_stopping(
             tqdm.write(
                 f"{prefix}epoch {epoch + 1}: train loss {total / n:.4f}  validation {val:.4f}"
             )
+            sys.stdout.flush()
         if stop_on_nonfinite and not math.isfinite(val):
             break
         if val < best - 1e-4:

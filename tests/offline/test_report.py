@@ -12,6 +12,7 @@ import pytest
 
 from model_export.data import load_joined, split_by_day
 from model_export.data.prepared import prepare_split
+from model_export.evaluation import costs
 from model_export.evaluation import report as evaluation
 from model_export.evaluation import seeds as seed_figures
 from model_export.evaluation.runs import manifest_evaluation, run_baseline
@@ -119,7 +120,12 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
 
     inputs = evaluation.collect(models_dir, split, d2q, seed_runs=seed_runs)
     assert [m.name for m in inputs.models] == ["egmn", "vr", "softmax", "d2q"]
-    path = evaluation.write_report(reports_dir, inputs, models_dir, notes="tiny", build_seconds=1.0)
+    path = evaluation.write_report(reports_dir, inputs, models_dir, notes="tiny")
+    # Nothing machine-dependent in the report: written again, every file is the same bytes.
+    again = evaluation.write_report(tmp_path / "again", inputs, models_dir, notes="tiny")
+    for written in sorted(reports_dir.iterdir()):
+        assert (again.parent / written.name).read_bytes() == written.read_bytes(), written.name
+    assert "costs.md" in path.read_text()
 
     text = path.read_text()
     for name in ("egmn", "vr", "softmax", "d2q"):
@@ -133,7 +139,8 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
     doc = json.loads((reports_dir / "evaluation.json").read_text())
     assert doc["rows"] == 1_200 and set(doc["models"]) == {"egmn", "vr", "softmax", "d2q"}
     egmn = doc["models"]["egmn"]
-    assert egmn["family"] == "egm" and egmn["onnx_rows_per_s"] > 0
+    assert egmn["family"] == "egm" and egmn["onnx_mb"] > 0
+    assert not {"train_seconds", "train_cpu_seconds", "onnx_rows_per_s"} & set(egmn)
     assert egmn["seeds"] == 1 and doc["models"]["vr"]["seeds"] == 2
     assert egmn["overall"]["crps"] > 0 and "nll_positive" in egmn["overall"]
     assert set(egmn["by_duration"]) <= {g for g, _, _ in DURATION_GROUPS}
@@ -146,6 +153,21 @@ def test_report_on_a_tiny_slice(tmp_path: Path) -> None:
     for png in ("distributions", "reliability", "egmn_mixture"):
         data = (reports_dir / f"evaluation_{png}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    # The timings go to costs.md, from the build's record, only when asked.
+    record = costs.Record(tmp_path / "runs" / costs.RECORD)
+    record.start_build()
+    record.run("vr/1", 12.0, 20.0, 13.0)
+    record.run("egmn/1 without p0", 30.0, 50.0, 31.0)
+    record.finish_build(99.0)
+    costs_path = costs.write_costs(reports_dir, models_dir, split, record.load())
+    table = costs_path.read_text()
+    assert "| vr/1 | normal | 12 | 20 | " in table
+    assert "| egmn/1 without p0 | - | 30 | 50 | - | - |" in table
+    assert "| softmax/1 | histogram | - | - |" in table
+    assert "the whole build took 99 s" in table
+    cost_doc = json.loads((reports_dir / "costs.json").read_text())
+    assert cost_doc["models"]["egmn/1"]["onnx_rows_per_s"] > 0
 
 
 def test_the_papers_table_puts_vr_first_then_the_worst_mae_to_the_best() -> None:
