@@ -213,13 +213,15 @@ def test_two_workers_each_poll_and_reach_the_same_view(repository: Path) -> None
     svc = ServiceProcess(models=repository, workers=2, env=env)
     try:
         svc.wait_ready()
+        # Ready means one worker is ready; the other may still be loading, and its metric
+        # file can exist before its models are published: wait until both serve 1 and 2.
         deadline = time.monotonic() + 60
-        while len(_per_worker_versions(svc.metrics_dir)) < 2:  # the second may still load
-            assert time.monotonic() < deadline, svc.output()
+        views = _per_worker_versions(svc.metrics_dir)
+        while len(views) < 2 or any(v != {"1", "2"} for v in views.values()):
+            assert time.monotonic() < deadline, (views, svc.output())
             time.sleep(0.2)
-        assert set(map(frozenset, _per_worker_versions(svc.metrics_dir).values())) == {
-            frozenset({"1", "2"})
-        }
+            views = _per_worker_versions(svc.metrics_dir)
+        assert set(map(frozenset, views.values())) == {frozenset({"1", "2"})}
 
         staged = stage_version(repository, "egmn", "2", "3")
         watch = ViewWatch(svc.metrics_dir, {"1", "2", "3"})
