@@ -13,6 +13,10 @@ settings (1 thread, 8 connections, 15 s after a 3 s warm-up), the run measures:
 * this service over gRPC (``ModelInfer``, raw contents), 256-row and 1-row, from a Python
   ``grpc.aio`` client (:mod:`loadtest.grpc_load`), once, in a process of its own;
 * resident memory of the server's process tree;
+* the feature lookup (:mod:`loadtest.lookup`): 256-row requests with every column beside
+  ids-only ones against the embedded store and against Redis (a ``redis-server`` of its own
+  on a free loopback port, the tables published into it, a second service process reading
+  it); ``--no-redis`` leaves Redis out, and without ``redis-server`` its row says skipped;
 * in process: the service's rows per CPU-second against bare onnxruntime on the same rows.
 
 Before loading a peer, its answers are checked against this service's on the same rows
@@ -33,6 +37,7 @@ from pathlib import Path
 from loadtest.agreement import reference_numbers
 from loadtest.grpc_load import infer_message
 from loadtest.inprocess import rows_per_cpu_second
+from loadtest.lookup import measure_lookup
 from loadtest.measure import (
     Row,
     Run,
@@ -63,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-peers", action="store_true", help="measure this service only")
     parser.add_argument("--no-grpc", action="store_true", help="leave out the gRPC loads")
+    parser.add_argument(
+        "--no-redis", action="store_true", help="leave out the ids-only load against Redis"
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     in_process, batch = measure_in_process(durations)
     rounds = alternate(run, args.rounds, None if args.no_peers else args.peers_python)
     grpc = None if args.no_grpc else measure_grpc(run)
+    lookup = measure_lookup(run, "left out (--no-redis)" if args.no_redis else None)
     cores = usable_cores()
     defaults = measure_workers(run, 0)  # the default: a worker per usable core
     print(f"defaults ({cores} workers): {defaults.rows_per_s:,.0f} rows/s")
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         others=rounds.others,
         defaults=defaults,
         grpc=grpc,
+        lookup=lookup,
         in_process=in_process,
         batch=batch,
         profile=rounds.profile,

@@ -28,6 +28,8 @@ from model_export.data import load_joined, raw_columns, split_by_day
 
 QUANTILES = [0.1, 0.5, 0.9]
 INTERVALS: list[list[float | None]] = [[0.0, 3.0], [3.0, 10.0], [10.0, None]]
+#: the columns of an ids-only request: the service looks up every other column by id
+REQUEST_TIME = ["user_id", "video_id", "tab", "hourmin", "date"]
 
 #: which of the held rows a body carries: indices (a ranking call's draw) or a slice
 Rows = npt.NDArray[np.intp] | slice
@@ -98,10 +100,11 @@ class HeldOutRows:
         self.native = {name: _json_column(col) for name, col in self.columns.items()}
         self.tensors = {name: _tensor(col, kinds[name]) for name, col in self.columns.items()}
 
-    def native_body(self, rows: Rows) -> dict[str, Any]:
-        """A native ``/predict`` body: columnar JSON."""
+    def native_body(self, rows: Rows, only: list[str] | None = None) -> dict[str, Any]:
+        """A native ``/predict`` body: columnar JSON, of every column or ``only`` those."""
+        names = list(self.native) if only is None else only
         return {
-            "features": {name: col[rows].tolist() for name, col in self.native.items()},
+            "features": {name: self.native[name][rows].tolist() for name in names},
             "quantiles": QUANTILES,
             "intervals": INTERVALS,
         }
@@ -140,7 +143,7 @@ class Body:
     header_length: int | None = None
 
 
-BodyName = Literal["native256", "native1", "v2_256", "peer256", "peer1"]
+BodyName = Literal["native256", "native1", "ids256", "v2_256", "peer256", "peer1"]
 
 
 def benchmark_bodies(rows: HeldOutRows, encoded: Mapping[str, np.ndarray]) -> dict[BodyName, Body]:
@@ -156,6 +159,7 @@ def benchmark_bodies(rows: HeldOutRows, encoded: Mapping[str, np.ndarray]) -> di
     return {
         "native256": Body(json.dumps(rows.native_body(slice(None))).encode()),
         "native1": Body(json.dumps(rows.native_body(slice(0, 1))).encode()),
+        "ids256": Body(json.dumps(rows.native_body(slice(None), REQUEST_TIME)).encode()),
         "v2_256": Body(v2_body, "application/octet-stream", v2_header),
         "peer256": peer(rows.n),
         "peer1": peer(1),

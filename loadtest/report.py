@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.agreement import ATOL, RTOL
+from loadtest.lookup import Lookup, LookupRow
 from loadtest.measure import Row
 from loadtest.paths import ROOT
 from loadtest.scenarios import MODEL_DIR, NATIVE_1, NATIVE_256, ROWS, Durations
@@ -37,6 +38,8 @@ class Results:
     defaults: Load
     #: this service over gRPC, 256-row and 1-row (None: left out)
     grpc: Row | None
+    #: 256-row requests with every column and ids-only, embedded store and Redis
+    lookup: Lookup
     #: batch rows -> (bare onnxruntime, this service) rows per CPU-second
     in_process: dict[int, tuple[float, float]]
     #: the service's default batch bound
@@ -92,6 +95,59 @@ def _server_table(results: Results) -> list[str]:
         *([] if results.grpc is None else [_table_line(results.grpc)]),
         f"| this service, defaults (`python -m service`: {usable_cores()} workers here) | "
         f"{two.rows_per_s:,.0f} | {two.p50_ms:.0f} / {two.p99_ms:.0f} | | | {two.errors} | |",
+    ]
+
+
+def _lookup_line(row: LookupRow, full: Load) -> str:
+    if row.load is None:
+        return f"| {row.request} | {row.store} | skipped: {row.skipped} | | | | | |"
+    load = row.load
+    agree = "" if row.agreement is None else f"{row.agreement[1]:.2f}"
+    return (
+        f"| {row.request} | {row.store} | {load.rows_per_s:,.0f} | {load.p50_ms:.1f} / "
+        f"{load.p99_ms:.1f} | {load.rows_per_s / full.rows_per_s:.2f} | {load.errors} | "
+        f"{row.lookup_errors:.0f} | {agree} |"
+    )
+
+
+def _lookup_table(lookup: Lookup) -> list[str]:
+    """256-row requests with every column beside ids-only ones, embedded store and Redis."""
+    full = lookup.full.load
+    assert full is not None, "the full-column load always runs"
+    return [
+        "| 256-row request, native route | feature store | rows/s | p50 / p99 ms | rows/s / "
+        "every column | errors | lookup errors | answers vs every column (1 = the tolerance) |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_lookup_line(row, full) for row in lookup.rows),
+    ]
+
+
+def _lookup_section(lookup: Lookup) -> list[str]:
+    redis = lookup.redis
+    cpu = []
+    if redis.load is not None and redis.redis_cpu is not None:
+        cpu = [
+            f"During the Redis load, redis-server used {redis.redis_cpu:.2f} CPU-s per second "
+            f"and the service {redis.load.server_cpu:.2f}.",
+            "",
+        ]
+    return [
+        "## Ids-only requests: the feature lookup",
+        "",
+        f"The same {ROWS} rows on the native route, one worker: with every column (no lookup) "
+        "and with the request-time columns only, the service looking the user and video "
+        "columns up by id, in the embedded store (the default server, the same process as the "
+        "full-column load) and in Redis (a second service process with "
+        "`WATCHTIME_FEATURE_STORE=redis://127.0.0.1:<port>/0`, a `redis-server` of its own on "
+        "the same machine, the tables published with `python -m model_export "
+        "publish-features`). The Redis service's lookup timeout is raised from the default "
+        "20 ms so that the figures are of completed lookups; lookup errors are the service's "
+        "`watchtime_feature_lookup_errors_total` after the load. Each ids-only answer was "
+        "checked against the full-column one first.",
+        "",
+        *_lookup_table(lookup),
+        "",
+        *cpu,
     ]
 
 
@@ -270,10 +326,12 @@ def write_report(results: Results, path: Path) -> None:
         "",
         *target_lines,
         "",
+        *_lookup_section(results.lookup),
         *_in_process_section(results),
         *_profile_section(results.profile),
     ]
     path.write_text("\n".join(text))
     print("\n".join(table))
+    print("\n".join(_lookup_table(results.lookup)))
     print("\n".join(target_lines))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

@@ -56,6 +56,8 @@ PEER_256 = Scenario("/predict", "peer256", ROWS, connections=8)
 PEER_1 = Scenario("/predict", "peer1", 1, connections=64)
 NATIVE_256 = Scenario("/v1/predict", "native256", ROWS, connections=8)
 NATIVE_1 = Scenario("/v1/predict", "native1", 1, connections=64)
+#: the 256 rows with only the request-time columns: the service looks up the rest
+IDS_256 = Scenario("/v1/predict", "ids256", ROWS, connections=8)
 V2_256 = Scenario(f"/v2/models/{MODEL}/infer", "v2_256", ROWS, connections=8)
 
 
@@ -76,10 +78,11 @@ def peer_servers(python: str) -> list[Server]:
     ]
 
 
-def service_server(workers: int, grpc_port: int = 0) -> Server:
+def service_server(workers: int, grpc_port: int = 0, env: dict[str, str] | None = None) -> Server:
     """This service with ``workers`` uvicorn workers (0: one per usable core); gRPC on
-    ``grpc_port`` only when one is given (the default gRPC port may be taken)."""
+    ``grpc_port`` only when one is given (the default gRPC port may be taken); ``env`` adds
+    settings (``WATCHTIME_...``) to the process's environment."""
     name = f"this service (`python -m service --workers {workers}`)"
     command = [sys.executable, "-m", "service", "--port", "{port}", "--workers", str(workers)]
     command += ["--grpc-port", str(grpc_port)]
-    return Server(name, command, health="/readyz")
+    return Server(name, command, env=dict(env or {}), health="/readyz")
