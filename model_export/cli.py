@@ -350,6 +350,12 @@ def parser() -> Parser:
         "--table", action="store_true", help="write reports/tuning.md (after --shipped)"
     )
     tune.add_argument(
+        "--noise",
+        action="store_true",
+        help="score the served configuration's seed runs (the tie margin of --table)",
+    )
+    _dir(tune, "--seeds-dir", ROOT / "runs" / "seeds", "where the seeds command put its runs")
+    tune.add_argument(
         "--ship",
         default=None,
         metavar="NAME",
@@ -439,8 +445,10 @@ def check(args: argparse.Namespace, commands: dict[str, argparse.ArgumentParser]
 
 
 def _check_tune(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.config is None and not args.shipped and not args.table and args.ship is None:
-        _fail(command, "nothing to do: give --config NAME, --shipped, --table or --ship NAME")
+    if not (args.config or args.shipped or args.noise or args.table or args.ship):
+        _fail(
+            command, "nothing to do: give --config NAME, --shipped, --noise, --table or --ship NAME"
+        )
     known = ", ".join(EGMN_CONFIGS)
     for flag, value in (("--config", args.config), ("--ship", args.ship)):
         if value is not None and value not in EGMN_CONFIGS:

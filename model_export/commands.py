@@ -274,19 +274,24 @@ def tune(args: argparse.Namespace) -> None:
 
     tuning.set_threads()
     if args.config is not None:
-        history = tuning.config_of(args.config).history
-        result = tuning.run_config(
-            prepare(args.data_dir, history=history), args.config, args.runs_dir, not args.quiet
-        )
+        config = tuning.config_of(args.config)
+        prepared = prepare(args.data_dir, config.history, config.history_options())
+        result = tuning.run_config(prepared, args.config, args.runs_dir, not args.quiet)
         print(tuning.table({f"{args.config} calibrated": result["calibrated"]}))
     if args.shipped:
         shipped = tuning.score_shipped(args.models_dir, split_by_day(load_joined(args.data_dir)))
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         (args.runs_dir / "shipped.json").write_text(json.dumps(shipped, indent=1))
         print(tuning.table(shipped))
+    if args.noise:
+        split = split_by_day(load_joined(args.data_dir))
+        noise = tuning.score_seeds(args.models_dir, args.seeds_dir, split)
+        args.runs_dir.mkdir(parents=True, exist_ok=True)
+        (args.runs_dir / "noise.json").write_text(json.dumps(noise, indent=1))
+        print(tuning.table({f"seed run {i}": m for i, m in enumerate(noise)}))
     if args.ship is not None:
         tuned = load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun)
-        prepared = prepare(args.data_dir, history=tuned.config.history)
+        prepared = prepare(args.data_dir, tuned.config.history, tuned.config.history_options())
         run = tuning.finish(prepared, tuned)
         references = {
             "egmn/1 (paper settings)": _manifest_metrics(args.models_dir / "egmn" / "1"),
@@ -304,7 +309,9 @@ def tune(args: argparse.Namespace) -> None:
         results = tuning.load_results(args.runs_dir)
         budget = tuning.BUDGET.format(n=len(results))
         path = args.reports_dir / "tuning.md"
-        winner = tuning.write_tuning_report(path, shipped, results, budget)
+        noise_path = args.runs_dir / "noise.json"
+        noise = json.loads(noise_path.read_text()) if noise_path.exists() else []
+        winner = tuning.write_tuning_report(path, shipped, results, budget, noise)
         print(f"wrote {path}; chosen: {winner}")
 
 

@@ -27,6 +27,15 @@ day reads the training and validation days. That last set is what the exported m
 on: its calibration is fitted there; the manifest says ``history.cutoff_date``). A service
 frozen at export answers every later day with it, which is the test day's reading offline.
 
+Options (:class:`HistoryOptions`; the defaults are the above). The cumulative counts grow
+day by day (the mean user count is 0 on the first training day, 7.9 on the last, 9.7 on the
+validation day and 10.8 on the test day), so later days sit beyond the range the model was
+fitted on. ``window`` keeps only the views of the last N days before D (the statistics, the
+global values they are smoothed towards, and the counts); ``counts="per_day"`` divides the
+view count by the number of days it was counted over (the days before D in the window), and
+``counts="none"`` drops the count feature (the unseen flag stays, on the first statistic
+kept). The tables keep the same layout, so the served lookup is unchanged.
+
 Rows are encoded day by day through ``service.runtime.features`` with that day's tables, the
 same code and the same table objects as the service's lookup: one implementation.
 """
@@ -34,6 +43,7 @@ same code and the same table objects as the service's lookup: one implementation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -68,6 +78,32 @@ RATIO_CAP = 5.0
 """Watch ratios above this are capped before averaging (replays of very short clips)."""
 
 DURATION = "duration_ms"
+
+COUNT_MODES = ("raw", "per_day", "none")
+
+
+@dataclass(frozen=True)
+class HistoryOptions:
+    """Which views a day's tables hold and how the count enters (module docstring)."""
+
+    window: int = 0
+    counts: str = "raw"
+
+    def __post_init__(self) -> None:
+        if self.window < 0:
+            raise ValueError(f"history window {self.window} < 0")
+        if self.counts not in COUNT_MODES:
+            raise ValueError(f"history counts {self.counts!r} not one of {COUNT_MODES}")
+
+    def statistics(self) -> tuple[str, ...]:
+        """The statistics the model reads (every table holds all of them)."""
+        return STATISTICS if self.counts != "none" else STATISTICS[1:]
+
+    def days_before(self, all_days: Sequence[int], day: int) -> list[int]:
+        """The days whose views day ``day``'s tables hold: earlier ones, the last
+        ``window`` of them when a window is set."""
+        before = sorted(d for d in set(all_days) if d < day)
+        return before[-self.window :] if self.window else before
 
 
 def feature_name(field: str, statistic: str) -> str:
@@ -126,13 +162,19 @@ def _smoothed(sums: pd.DataFrame, medians: pd.Series, prior: Mapping[str, float]
     }
 
 
-def point_in_time_tables(rows: pd.DataFrame, dates: Sequence[int]) -> dict[int, LookupTables]:
-    """For each day D of ``dates``, the tables of the views in ``rows`` on days before D.
+def point_in_time_tables(
+    rows: pd.DataFrame, dates: Sequence[int], options: HistoryOptions | None = None
+) -> dict[int, LookupTables]:
+    """For each day D of ``dates``, the tables of the views in ``rows`` on days before D
+    (with a window, on the last ``options.window`` days before D only).
 
     Vectorised: per id field, the views are summed per (id, day) and accumulated over the days
     of each id (cumulative sums); the tables of day D are, per id, the running sums of its
     last day before D. Only the median needs the views themselves: one groupby per day.
     """
+    opts = options if options is not None else HistoryOptions()
+    if opts.window or opts.counts != "raw":
+        return _windowed_tables(rows, dates, opts)
     views = _view_columns(rows)
     sums_cols = ["n", "watch", "skip", "ratio", "n_ratio", "log_watch"]
     out: dict[int, dict[str, Table]] = {int(d): {} for d in dates}
@@ -159,9 +201,41 @@ def point_in_time_tables(rows: pd.DataFrame, dates: Sequence[int]) -> dict[int, 
     return {d: LookupTables(tables) for d, tables in out.items()}
 
 
-def history_decls() -> list[tuple[str, str, str]]:
+def _windowed_tables(
+    rows: pd.DataFrame, dates: Sequence[int], opts: HistoryOptions
+) -> dict[int, LookupTables]:
+    """:func:`point_in_time_tables` with a window and/or counts per day: per day D, the
+    views of the days ``opts.days_before`` names, summed directly (a few days each)."""
+    views = _view_columns(rows)
+    sums_cols = ["n", "watch", "skip", "ratio", "n_ratio", "log_watch"]
+    all_days = views["date"].unique().tolist()
+    out: dict[int, LookupTables] = {}
+    for d in dates:
+        days = opts.days_before(all_days, int(d))
+        chosen = views[views["date"].isin(days)]
+        prior = _globals(chosen)
+        tables: dict[str, Table] = {}
+        for field in HISTORY_FIELDS:
+            ids = rows.loc[chosen.index, field].astype("int64").to_numpy()
+            keyed = chosen.assign(id=ids)
+            sums = keyed.groupby("id", sort=True)[sums_cols].sum()
+            medians = keyed.groupby("id", sort=True)["watch"].median()
+            stats = _smoothed(sums, medians, prior)
+            if opts.counts == "per_day":
+                stats["count"] = stats["count"] / max(len(days), 1)
+            tables[field] = Table(
+                ids=sums.index.to_numpy(dtype=np.int64),
+                columns={s: np.asarray(stats[s], dtype=np.float32) for s in STATISTICS},
+                defaults={s: float(np.float32(prior[s])) for s in STATISTICS},
+            )
+        out[int(d)] = LookupTables(tables)
+    return out
+
+
+def history_decls(options: HistoryOptions | None = None) -> list[tuple[str, str, str]]:
     """(feature name, id field, statistic) of every history feature, in column order."""
-    return [(feature_name(f, s), f, s) for f in HISTORY_FIELDS for s in STATISTICS]
+    statistics = (options or HistoryOptions()).statistics()
+    return [(feature_name(f, s), f, s) for f in HISTORY_FIELDS for s in statistics]
 
 
 def _raw_statistic(tables: LookupTables, field: str, statistic: str, ids: np.ndarray) -> np.ndarray:
@@ -169,14 +243,19 @@ def _raw_statistic(tables: LookupTables, field: str, statistic: str, ids: np.nda
     return lookup_values(table, statistic, table_rows(table, field, ids))
 
 
-def join_history(df: pd.DataFrame, by_day: Mapping[int, LookupTables]) -> pd.DataFrame:
+def join_history(
+    df: pd.DataFrame,
+    by_day: Mapping[int, LookupTables],
+    options: HistoryOptions | None = None,
+) -> pd.DataFrame:
     """The raw (unstandardised) history statistics of each row, from its own day's tables,
     and per id field the unseen flag; index aligned with ``df``. For inspection, fitting
     the standardisation and the tests: the model reads the same numbers through
     :func:`service.runtime.features.encode_columns`."""
     day = df["date"].astype("int64").to_numpy()
+    decls = history_decls(options)
     out = pd.DataFrame(index=df.index)
-    for name, field, statistic in history_decls():
+    for name, field, statistic in decls:
         out[name] = np.nan
     for field in HISTORY_FIELDS:
         out[f"{field}__hist_unseen"] = np.nan
@@ -184,7 +263,7 @@ def join_history(df: pd.DataFrame, by_day: Mapping[int, LookupTables]) -> pd.Dat
         mask = day == d
         tables = by_day[int(d)]
         ids = df.loc[mask, list(HISTORY_FIELDS)]
-        for name, field, statistic in history_decls():
+        for name, field, statistic in decls:
             values = _raw_statistic(tables, field, statistic, ids[field].to_numpy())
             out.loc[mask, name] = values.astype(np.float64)
         for field in HISTORY_FIELDS:
@@ -194,13 +273,17 @@ def join_history(df: pd.DataFrame, by_day: Mapping[int, LookupTables]) -> pd.Dat
 
 
 def fit_history_features(
-    train: pd.DataFrame, by_day: Mapping[int, LookupTables], frozen: LookupTables
+    train: pd.DataFrame,
+    by_day: Mapping[int, LookupTables],
+    frozen: LookupTables,
+    options: HistoryOptions | None = None,
 ) -> list[LookupFeature]:
     """The lookup feature specs: standardisation fitted on the training rows' own
     point-in-time statistics (finite ones), defaults those of the frozen tables."""
-    raw = join_history(train, by_day)
+    raw = join_history(train, by_day, options)
+    flagged = (options or HistoryOptions()).statistics()[0]
     specs: list[LookupFeature] = []
-    for name, field, statistic in history_decls():
+    for name, field, statistic in history_decls(options):
         x = raw[name].to_numpy(dtype=np.float64)
         x = x[np.isfinite(x)]
         log1p = statistic in LOG1P_STATISTICS
@@ -217,7 +300,7 @@ def fit_history_features(
                 log1p=log1p,
                 mean=float(x.mean()) if x.size else 0.0,
                 std=std if std > 1e-12 else 1.0,
-                unseen_indicator=statistic == "count",
+                unseen_indicator=statistic == flagged,
             )
         )
     return specs

@@ -15,7 +15,12 @@ import pandas as pd
 import torch
 
 from model_export.data.features import FittedFeatures, FrozenHistory, fit_features
-from model_export.data.history import PRIOR_VIEWS, fit_history_features, point_in_time_tables
+from model_export.data.history import (
+    PRIOR_VIEWS,
+    HistoryOptions,
+    fit_history_features,
+    point_in_time_tables,
+)
 from model_export.data.kuairand import (
     DEFAULT_DATA_DIR,
     Split,
@@ -100,31 +105,41 @@ def encode(
     return Encoded.from_numpy(inputs, labels(df))
 
 
-def prepare(data_dir: Path = DEFAULT_DATA_DIR, history: bool = False) -> Prepared:
+def prepare(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    history: bool = False,
+    history_options: HistoryOptions | None = None,
+) -> Prepared:
     """Load, split by day, fit the feature schema on the training days and encode every day."""
-    return prepare_split(split_by_day(load_joined(data_dir)), history=history)
+    split = split_by_day(load_joined(data_dir))
+    return prepare_split(split, history=history, history_options=history_options)
 
 
-def history_tables(split: Split) -> dict[int, LookupTables]:
+def history_tables(
+    split: Split, options: HistoryOptions | None = None
+) -> dict[int, LookupTables]:
     """Each day's point-in-time tables, from the training and validation rows only (the test
     day's labels cannot enter any table, whatever the dates)."""
     seen = pd.concat([split.train, split.validation], ignore_index=True)
     dates = [*split.train_dates, split.validation_date, split.test_date]
-    return point_in_time_tables(seen, dates)
+    return point_in_time_tables(seen, dates, options)
 
 
-def prepare_split(split: Split, history: bool = False) -> Prepared:
+def prepare_split(
+    split: Split, history: bool = False, history_options: HistoryOptions | None = None
+) -> Prepared:
     """Fit the feature schema on a split's training days and encode each of its day ranges.
 
-    ``history`` adds the point-in-time history features (:mod:`model_export.data.history`);
-    the tables the model ships are the test day's: every day up to the validation day.
+    ``history`` adds the point-in-time history features (:mod:`model_export.data.history`,
+    in the variant ``history_options`` names); the tables the model ships are the test
+    day's: every day up to the validation day (the last ones, with a window).
     """
     fitted = fit_features(split.train)
     by_day = None
     if history:
-        by_day = history_tables(split)
+        by_day = history_tables(split, history_options)
         frozen = FrozenHistory(by_day[split.test_date], split.validation_date, PRIOR_VIEWS)
-        specs = fit_history_features(split.train, by_day, frozen.tables)
+        specs = fit_history_features(split.train, by_day, frozen.tables, history_options)
         fitted = fitted.with_lookups(specs, frozen)
     return Prepared(
         split=split,

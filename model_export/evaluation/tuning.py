@@ -11,13 +11,37 @@ Protocol (fixed before any figure was seen):
 - Selection rule: among configurations whose point MAE on the second half is within 1% of
   the shipped EGMN's, take the lowest CRPS; it replaces the shipped EGMN only if it also
   beats it on CRPS and on NLL (y > 0). The test day is not read here.
+
+Second round (issue 16: history features, backbone, loss, point), rule fixed before any of
+its figures was seen:
+- Reference: the served configuration `beta0.5`, trained again here with seed 0 under the
+  same protocol (calibrated on the first half, scored on the second), so that it is scored
+  exactly like the candidates (the shipped `egmn/2` saw the second half in its calibration).
+- Seed noise, per column: the range (largest minus smallest) over seeds 0, 1 and 2 of the
+  served configuration on the second half: `egmn/2` and the seed runs 1 and 2 of
+  `python -m model_export seeds` (`runs/seeds/<seed>/egmn/1`), scored through their ONNX
+  graphs. A difference no larger than that range is a tie.
+- Each lever is one named configuration that changes `beta0.5` in one respect, seed 0; the
+  best combination of the levers that help comes after, as one more configuration.
+- A configuration replaces `beta0.5` only if, against the reference, it lowers CRPS and
+  NLL (y > 0) each by more than their noise, raises the MAE of point_s by at most 0.5 %,
+  lowers XAUC by no more than its noise, and keeps the coverage of its 10/50/90 %
+  quantiles within 0.02 of each level.
+- Among the configurations that qualify, the lowest CRPS wins, except that one with fewer
+  changes from `beta0.5` is preferred to any whose CRPS it ties (the simpler model).
+- The point (lever 4): point_s stays the paper's eq. 12 unless the median or a separate
+  point head lowers its MAE by more than the noise of MAE without lowering XAUC by more
+  than the noise of XAUC; if both do, the one with the lower MAE. `expected_watch_time_s`
+  stays the exact mean whatever the choice.
+- The test day is not read; it is scored once a chosen configuration is exported, with its
+  three seeds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +50,24 @@ import torch
 
 from model_export.data.kuairand import Split, labels, raw_columns
 from model_export.data.prepared import Encoded, Prepared, encode
-from model_export.evaluation.metrics import evaluate_distribution, evaluate_point
+from model_export.evaluation.metrics import evaluate_distribution, evaluate_point, mae, xauc
 from model_export.evaluation.served import load_served, served_distribution
 from model_export.training.baselines import BaselineRun, baseline_distribution
 from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
 from model_export.training.config import EGMN_CONFIGS, SERVED_CONFIG, TrainConfig, named_config
 from model_export.training.egmn import EGMNRun, fit_calibration, fit_egmn, predict_distribution
+from service.distributions import EGM
 from service.versions import version_dirs
 
 # The shipped EGMN is TrainConfig() (alpha 0.1, beta 1.0, K 10, lr 2e-3, patience 2); the
 # configurations tried against it live, without torch, in model_export.training.config.
 CONFIGS: dict[str, dict[str, Any]] = EGMN_CONFIGS
 
+ROUND1 = ("alpha0.01", "beta0.5-alpha0.01-k16", "beta0.5", "k16")
+"""The first round's configurations (its table and decision); the rest are the second's."""
+
 BUDGET = """\
-- Baselines (vr, wlr, ziln, softmax, cread, d2q): no search; one configuration each, the
+- Baselines (every other shipped model): no search; one configuration each, the
   papers' defaults where they give one, the shared optimisation settings (Adam 2e-3, batch
   2048, at most 12 epochs, early stopping on the validation day, patience 2, seed 0).
 - EGMN: the paper's settings (shipped as `models/egmn/1/`), one earlier validation-day
@@ -84,6 +112,7 @@ def run_config(
     save_run(run, out_dir / name / CHECKPOINT)
     scored = _part(prepared.validation, second)
     y = scored.y.double().numpy()
+    calibrated = predict_distribution(run.serving(calibrated=True), scored)
     result = {
         "name": name,
         "changes": CONFIGS[name],
@@ -94,12 +123,39 @@ def run_config(
         "uncalibrated": evaluate_distribution(
             predict_distribution(run.serving(calibrated=False), scored), y
         ),
-        "calibrated": evaluate_distribution(
-            predict_distribution(run.serving(calibrated=True), scored), y
-        ),
+        "calibrated": evaluate_distribution(calibrated, y),
+        "point_options": point_options(calibrated, y),
     }
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def point_options(dist: EGM, y: np.ndarray) -> dict[str, dict[str, float]]:
+    """MAE and XAUC of each candidate point_s (lever 4): the paper's eq. 12, the median, the
+    separate head when the model has one, and the exact mean for reference."""
+    points = {"eq12": dist.paper_point(), "median": dist.icdf(0.5), "mean": dist.mean()}
+    if "point" in dist.params():
+        points["head"] = dist.point()
+    return {
+        k: {"mae": mae(np.ravel(p), y), "xauc": xauc(np.ravel(p), y)} for k, p in points.items()
+    }
+
+
+def _score_dir(version: Path, split: Split) -> dict[str, float]:
+    """Second-half validation figures of one exported model directory."""
+    _, second = halves(len(split.validation))
+    part = split.validation.iloc[second]
+    model = load_served(version)
+    columns = raw_columns(part, model.manifest.source_columns())
+    dist = served_distribution(model, columns)
+    return evaluate_distribution(dist, labels(part), model.manifest.quick_skip_threshold_s)
+
+
+def score_seeds(models_dir: Path, seeds_dir: Path, split: Split) -> list[dict[str, float]]:
+    """The served configuration's seeds on the second half: `egmn/2` (seed 0) and the seed
+    runs of ``python -m model_export seeds`` (``<seeds_dir>/<seed>/egmn/1``)."""
+    dirs = [models_dir / "egmn" / "2", *sorted(seeds_dir.glob("*/egmn/1"))]
+    return [_score_dir(d, split) for d in dirs]
 
 
 def score_shipped(models_dir: Path, split: Split) -> dict[str, dict[str, float]]:
@@ -137,6 +193,73 @@ def choose(
     if won["crps"] < shipped["crps"] and won["nll_positive"] < shipped["nll_positive"]:
         return best
     return None
+
+
+# Second round (issue 16): the rule of the module docstring.
+REFERENCE = "beta0.5"
+MAE_SLACK = 0.005
+COVERAGE_SLACK = 0.02
+NOISE_COLUMNS = (
+    "mae_point",
+    "xauc_point",
+    "mae_median",
+    "nll_positive",
+    "crps",
+    "coverage_0.1",
+    "coverage_0.5",
+    "coverage_0.9",
+    "quick_skip_auc",
+    "quick_skip_brier",
+)
+
+
+def seed_noise(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per column, the range over seeds of the served configuration (a tie is within it)."""
+    return {c: max(r[c] for r in runs) - min(r[c] for r in runs) for c in NOISE_COLUMNS}
+
+
+def qualifies(
+    reference: Mapping[str, float], candidate: Mapping[str, float], noise: Mapping[str, float]
+) -> bool:
+    """Whether a candidate may replace the reference (second round's rule)."""
+    if not reference["crps"] - candidate["crps"] > noise["crps"]:
+        return False
+    if not reference["nll_positive"] - candidate["nll_positive"] > noise["nll_positive"]:
+        return False
+    if candidate["mae_point"] > reference["mae_point"] * (1.0 + MAE_SLACK):
+        return False
+    if reference["xauc_point"] - candidate["xauc_point"] > noise["xauc_point"]:
+        return False
+    return all(abs(candidate[f"coverage_{q:g}"] - q) <= COVERAGE_SLACK for q in (0.1, 0.5, 0.9))
+
+
+def choose_lever(
+    reference: Mapping[str, float],
+    candidates: Mapping[str, Mapping[str, float]],
+    noise: Mapping[str, float],
+    n_changes: Mapping[str, int],
+) -> str | None:
+    """The second round's choice; None keeps `beta0.5`."""
+    eligible = {k: v for k, v in candidates.items() if qualifies(reference, v, noise)}
+    if not eligible:
+        return None
+    best = min(eligible, key=lambda k: eligible[k]["crps"])
+    ties = [k for k in eligible if eligible[k]["crps"] - eligible[best]["crps"] <= noise["crps"]]
+    return min(ties, key=lambda k: (n_changes[k], eligible[k]["crps"]))
+
+
+def choose_point(options: Mapping[str, Mapping[str, float]], noise: Mapping[str, float]) -> str:
+    """Which point_s (``eq12``, ``median``, ``head``) by lever 4's rule; options hold
+    ``mae`` and ``xauc`` of each on the second half."""
+    base = options["eq12"]
+    better = {
+        k: v
+        for k, v in options.items()
+        if k != "eq12"
+        and base["mae"] - v["mae"] > noise["mae_point"]
+        and base["xauc"] - v["xauc"] <= noise["xauc_point"]
+    }
+    return min(better, key=lambda k: better[k]["mae"]) if better else "eq12"
 
 
 def _fmt(value: object) -> str:
@@ -183,10 +306,14 @@ def write_tuning_report(
     shipped: Mapping[str, Mapping[str, float]],
     results: Mapping[str, Mapping[str, Any]],
     budget: str,
+    noise_runs: Sequence[Mapping[str, float]] = (),
 ) -> str | None:
-    """reports/tuning.md: the protocol, the rule, the table and the decision."""
-    calibrated = {k: dict(r["calibrated"]) for k, r in results.items()}
-    uncalibrated = {k: dict(r["uncalibrated"]) for k, r in results.items()}
+    """reports/tuning.md: the protocol, the rules, the tables and the decisions (the first
+    round's is returned; the second round's is in its section)."""
+    noise = seed_noise(noise_runs) if noise_runs else None
+    first = {k: r for k, r in results.items() if k in ROUND1}
+    calibrated = {k: dict(r["calibrated"]) for k, r in first.items()}
+    uncalibrated = {k: dict(r["uncalibrated"]) for k, r in first.items()}
     reference = shipped["egmn/1"]
     winner = choose(reference, calibrated)
     rows: dict[str, Mapping[str, float]] = dict(shipped)
@@ -196,7 +323,7 @@ def write_tuning_report(
         f"- `{k}`: changes {r['changes']}, best epoch {r['best_epoch']}, "
         f"training {float(r['train_seconds']):.0f} s wall / "
         f"{float(r['train_cpu_seconds']):.0f} s CPU"
-        for k, r in results.items()
+        for k, r in first.items()
     )
     decision = (
         f"`{winner}` meets the rule and is served as `models/egmn/2/`."
@@ -215,13 +342,107 @@ def write_tuning_report(
         + runs
         + "\n\n## Decision\n\n"
         + decision
-        + "\n\n## Tuning budget of every model\n\n"
+        + "\n\n"
+        + second_round(results, noise)
+        + "\n## Tuning budget of every model\n\n"
         + budget
         + "\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return winner
+
+
+WIDE = (
+    ("MAE", "mae_point", 3),
+    ("XAUC", "xauc_point", 4),
+    ("MAE median", "mae_median", 3),
+    ("NLL y>0", "nll_positive", 4),
+    ("CRPS", "crps", 3),
+    ("cov 10%", "coverage_0.1", 4),
+    ("cov 50%", "coverage_0.5", 4),
+    ("cov 90%", "coverage_0.9", 4),
+    ("skip AUC", "quick_skip_auc", 4),
+    ("skip Brier", "quick_skip_brier", 4),
+)
+
+
+def _wide_row(name: str, m: Mapping[str, float], extra: str) -> str:
+    cells = [f"{float(m[key]):.{d}f}" if key in m else "n/a" for _, key, d in WIDE]
+    return f"| {name} | " + " | ".join(cells) + f" | {extra} |\n"
+
+
+def second_round(
+    results: Mapping[str, Mapping[str, Any]], noise: Mapping[str, float] | None
+) -> str:
+    """The second round's section: every lever's figures, the seed noise, the decision and
+    the point's."""
+    order = [REFERENCE, *(k for k in CONFIGS if k not in ROUND1)]
+    levers = {k: results[k] for k in order if k in results}
+    if REFERENCE not in levers or noise is None:
+        return "## Second round (issue 16)\n\nNot run yet.\n\n"
+    head = "| configuration | " + " | ".join(h for h, _, _ in WIDE)
+    head += " | train (s) | train CPU (s) |\n|---|" + "---:|" * (len(WIDE) + 2) + "\n"
+    body = ""
+    for k, r in levers.items():
+        seconds = f"{float(r['train_seconds']):.0f} | {float(r['train_cpu_seconds']):.0f}"
+        body += _wide_row(f"`{k}`", r["calibrated"], seconds)
+    body += _wide_row("seed range of `beta0.5` (tie margin)", noise, " | ")
+    changes = "\n".join(
+        f"- `{k}`: changes {r['changes']}, best epoch {r['best_epoch']}" for k, r in levers.items()
+    )
+    reference = levers[REFERENCE]["calibrated"]
+    candidates = {k: r["calibrated"] for k, r in levers.items() if k != REFERENCE}
+    base = set(CONFIGS[REFERENCE].items())
+    n_changes = {k: len(set(CONFIGS[k].items()) - base) for k in candidates}
+    winner = choose_lever(reference, candidates, noise, n_changes)
+    verdicts = "\n".join(
+        f"- `{k}`: CRPS {c['crps'] - reference['crps']:+.3f}, NLL y>0 "
+        f"{c['nll_positive'] - reference['nll_positive']:+.4f}, MAE "
+        f"{100 * (c['mae_point'] / reference['mae_point'] - 1):+.2f} %, XAUC "
+        f"{c['xauc_point'] - reference['xauc_point']:+.4f}: "
+        + ("qualifies" if qualifies(reference, c, noise) else "does not qualify")
+        for k, c in candidates.items()
+    )
+    decision = (
+        f"`{winner}` meets the rule: it is the configuration to export, seed and score next."
+        if winner
+        else f"No lever meets the rule; `{REFERENCE}` stays the served configuration."
+    )
+    chosen = winner or REFERENCE
+    points = levers[chosen].get("point_options", {})
+    kinds = ("eq12", "median", "head", "mean")
+    point_rows = "".join(
+        f"| `{k}` | "
+        + " | ".join(f"{o[p]['mae']:.3f} / {o[p]['xauc']:.4f}" if p in o else "-" for p in kinds)
+        + " |\n"
+        for k, r in levers.items()
+        if (o := r.get("point_options"))
+    )
+    point_rule = {k: v for k, v in points.items() if k != "mean"}
+    point_choice = choose_point(point_rule, noise) if "eq12" in point_rule else "eq12"
+    return (
+        "## Second round (issue 16)\n\n"
+        "Second half of the validation day, each configuration calibrated on the first "
+        "half, seed 0. The tie margin is the range of each figure over the 3 seeds of the "
+        "served configuration (`egmn/2` and its seed runs), scored on the same rows.\n\n"
+        + head
+        + body
+        + "\n"
+        + changes
+        + f"\n\nEach against `{REFERENCE}` (candidate minus reference: lower is better for "
+        "CRPS, NLL and MAE, higher for XAUC), by the rule:\n\n"
+        + verdicts
+        + "\n\n### Decision\n\n"
+        + decision
+        + "\n\n### The point (lever 4)\n\n"
+        "MAE (s) / XAUC of each candidate point_s: `eq12` the paper's eq. 12, `median` the "
+        "calibrated distribution's median, `head` the separate point head, `mean` the exact "
+        "mean (what `expected_watch_time_s` stays).\n\n"
+        + "| configuration | eq12 | median | head | mean |\n|---|---:|---:|---:|---:|\n"
+        + point_rows
+        + f"\nBy the rule, on `{chosen}`: point_s = `{point_choice}`.\n"
+    )
 
 
 # The configuration the rule chose on the validation day, served as models/egmn/2.

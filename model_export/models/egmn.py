@@ -6,6 +6,12 @@ backbone (256, 128, 64) with BatchNorm, ReLU and dropout 0.2, and heads on the h
 exponential), ``mu_k = softplus(linear) + 1/lambda``, ``sigma_k = softplus(linear) + 1e-6``.
 The optional point mass ``p0`` adds one logit in front (index 0), so the softmax spans K+2.
 
+Options (off by default): the trunk's (:class:`model_export.models.backbone.TrunkOptions`:
+DCN-v2 cross layers, wider id embeddings, duration x user), and ``point_head``: a separate
+head for the point (softplus of a linear map of the hidden vector), which the L1 term then
+trains instead of the paper's eq. 12, so that the term no longer pulls the mixture; the
+export emits it as the family's optional ``point``.
+
 The network works in scaled time units (seconds / ``label_scale``); :class:`ServingEGMN`
 wraps it with the calibration and the conversion back to seconds for export.
 """
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from model_export.models.backbone import MLPBackbone
+from model_export.models.backbone import InputLayout, TrunkOptions, build_backbone
 from model_export.models.egm import EGMParams
 
 
@@ -34,30 +40,43 @@ class EGMN(nn.Module):
         dropout: float = 0.2,
         point_mass: bool = False,
         backbone: nn.Module | None = None,
+        options: TrunkOptions | None = None,
+        categorical_names: Sequence[str] = (),
+        numeric_names: Sequence[str] = (),
+        point_head: bool = False,
     ) -> None:
         super().__init__()
         self.point_mass = point_mass
         self.n_gaussians = n_gaussians
-        self.embeddings = nn.ModuleList(nn.Embedding(c, embedding_dim) for c in cardinalities)
-        for emb in self.embeddings:
-            nn.init.normal_(emb.weight, std=0.05)
-        in_dim = embedding_dim * len(cardinalities) + numeric_width
-        self.backbone = backbone if backbone is not None else MLPBackbone(in_dim, hidden, dropout)
+        opts = options if options is not None else TrunkOptions(embedding_dim=embedding_dim)
+        self.layout = InputLayout(
+            len(cardinalities), numeric_width, opts, categorical_names, numeric_names
+        )
+        self.embeddings = self.layout.embeddings(cardinalities)
+        in_dim = self.layout.in_dim
+        self.backbone = (
+            backbone if backbone is not None else build_backbone(in_dim, hidden, dropout, opts)
+        )
         h = int(getattr(self.backbone, "out_dim", hidden[-1]))
         self.lambda_head = nn.Linear(h, 1)
         self.weight_head = nn.Linear(h, n_gaussians + 1 + int(point_mass))
         self.mu_head = nn.Linear(h, n_gaussians)
         self.sigma_head = nn.Linear(h, n_gaussians)
         self.softplus_lambda = nn.Softplus(beta=0.5)
+        self.point_head = nn.Linear(h, 1) if point_head else None
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> EGMParams:
-        embedded = [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
-        hidden = self.backbone(torch.cat([*embedded, numeric], dim=1))
+        hidden = self.backbone(self.layout.x0(self.embeddings, categorical, numeric))
         lam = self.softplus_lambda(self.lambda_head(hidden)).squeeze(1) + 1e-6
         log_w = torch.log_softmax(self.weight_head(hidden), dim=1)
         mu = nn.functional.softplus(self.mu_head(hidden)) + (1.0 / lam).unsqueeze(1)
         sigma = nn.functional.softplus(self.sigma_head(hidden)) + 1e-6
-        return EGMParams(lam=lam, log_w=log_w, mu=mu, sigma=sigma, point_mass=self.point_mass)
+        given = None
+        if self.point_head is not None:
+            given = nn.functional.softplus(self.point_head(hidden)).squeeze(1)
+        return EGMParams(
+            lam=lam, log_w=log_w, mu=mu, sigma=sigma, point_mass=self.point_mass, given=given
+        )
 
 
 class Calibration(nn.Module):
@@ -86,6 +105,7 @@ class Calibration(nn.Module):
             mu=p.mu,
             sigma=p.sigma * torch.exp(self.log_sigma_scale),
             point_mass=p.point_mass,
+            given=p.given,
         )
 
     def summary(self) -> dict[str, float | list[float]]:
@@ -116,11 +136,18 @@ class ServingEGMN(nn.Module):
         lam = p.lam / self.label_scale
         mu = p.mu * self.label_scale
         sigma = p.sigma * self.label_scale
-        if self.model.point_mass:
-            return lam, w[:, 1:], mu, sigma, w[:, 0]
-        return lam, w, mu, sigma
+        out: tuple[torch.Tensor, ...] = (lam, w[:, 1:], mu, sigma, w[:, 0])
+        if not self.model.point_mass:
+            out = (lam, w, mu, sigma)
+        if p.given is not None:
+            out = (*out, p.given * self.label_scale)
+        return out
 
     def output_names(self) -> list[str]:
         """ONNX output names, equal to the EGM family's parameter names."""
         names = ["lambda", "weights", "mu", "sigma"]
-        return [*names, "p0"] if self.model.point_mass else names
+        if self.model.point_mass:
+            names.append("p0")
+        if self.model.point_head is not None:
+            names.append("point")
+        return names

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from model_export.data.history import HistoryOptions
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,49 @@ class TrainConfig:
     # The point-in-time history features (model_export.data.history): opt-in, so that every
     # model trained before them keeps its inputs.
     history: bool = False
+    # Their variant (model_export.data.history.HistoryOptions): the last N days only (0: every
+    # earlier day) and how the view count enters ("raw", "per_day" or "none").
+    history_window: int = 0
+    history_counts: str = "raw"
+    # The trunk's options (model_export.models.backbone.TrunkOptions); 0 / False: off.
+    cross_layers: int = 0
+    cross_rank: int = 0
+    id_embedding_dim: int = 0
+    duration_user: bool = False
+    # The loss: a separate point head trained by the L1 term (instead of eq. 12), and the
+    # weight of a CRPS term (model_export.models.egm.crps) beside the NLL.
+    point_head: bool = False
+    crps_weight: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
-        """Plain values for logs and manifests."""
-        return asdict(self)
+        """Plain values for logs and manifests. The options added after the shipped models
+        were built appear only when set, so that a rebuild writes their manifests unchanged."""
+        values = asdict(self)
+        for name in LATER_OPTIONS:
+            if values[name] == LATER_DEFAULTS[name]:
+                del values[name]
+        return values
+
+    def history_options(self) -> HistoryOptions:
+        """The history features' variant this configuration names."""
+        from model_export.data.history import HistoryOptions
+
+        return HistoryOptions(window=self.history_window, counts=self.history_counts)
+
+
+LATER_OPTIONS = (
+    "history_window",
+    "history_counts",
+    "cross_layers",
+    "cross_rank",
+    "id_embedding_dim",
+    "duration_user",
+    "point_head",
+    "crps_weight",
+)
+LATER_DEFAULTS: dict[str, object] = {
+    f.name: f.default for f in fields(TrainConfig) if f.name in LATER_OPTIONS
+}
 
 
 @dataclass(frozen=True)
@@ -137,6 +179,41 @@ EGMN_CONFIGS: dict[str, dict[str, Any]] = {
     # The served configuration plus the point-in-time history features of the same user,
     # video and author (model_export.data.history; issue 16, lever 1).
     "beta0.5-history": {"beta": 0.5, "history": True},
+    # Second round (issue 16), one lever each on top of beta0.5:
+    # (a) history without the drift: the last 3 days only, the count per day available.
+    "beta0.5-history-w3": {
+        "beta": 0.5,
+        "history": True,
+        "history_window": 3,
+        "history_counts": "per_day",
+    },
+    # (a') every earlier day, but no count: only the smoothed rates (and the unseen flag).
+    "beta0.5-history-rates": {"beta": 0.5, "history": True, "history_counts": "none"},
+    # (b) DCN-v2: 2 low-rank cross layers beside the MLP, 32-dim id embeddings, and the
+    # user embedding times the duration in the input.
+    "beta0.5-dcn": {
+        "beta": 0.5,
+        "cross_layers": 2,
+        "cross_rank": 64,
+        "id_embedding_dim": 32,
+        "duration_user": True,
+    },
+    # (b') the cross layers alone, without the wider id embeddings and the duration product.
+    "beta0.5-cross": {"beta": 0.5, "cross_layers": 2, "cross_rank": 64},
+    # (b'') three cross layers instead of two.
+    "beta0.5-cross3": {"beta": 0.5, "cross_layers": 3, "cross_rank": 64},
+    # (c-i) the mixture on NLL + entropy only; the L1 term trains a separate point head.
+    "beta0.5-pointhead": {"beta": 0.5, "point_head": True},
+    # (c-ii) a CRPS term beside NLL + entropy + L1 (scaled units, weight 1).
+    "beta0.5-crps": {"beta": 0.5, "crps_weight": 1.0},
+    # The combination of the levers that moved CRPS and NLL (y > 0) the right way on their
+    # own, both within the seed range: the cross layers and the separate point head.
+    "beta0.5-cross-pointhead": {
+        "beta": 0.5,
+        "cross_layers": 2,
+        "cross_rank": 64,
+        "point_head": True,
+    },
 }
 
 SERVED_CONFIG = "beta0.5"

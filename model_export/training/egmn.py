@@ -24,6 +24,7 @@ import torch
 
 from model_export.data.features import FittedFeatures
 from model_export.data.prepared import Encoded, Prepared, training_window
+from model_export.models.backbone import TrunkOptions
 from model_export.models.egm import EGMParams, egmn_loss, log_prob, soft_coverage
 from model_export.models.egmn import EGMN, Calibration, ServingEGMN
 from model_export.training.config import TrainConfig, check_inputs
@@ -47,6 +48,7 @@ def predict_scaled(model: EGMN, data: Encoded, batch_size: int = 8192) -> EGMPar
         mu=torch.cat([p.mu for p in parts]),
         sigma=torch.cat([p.sigma for p in parts]),
         point_mass=model.point_mass,
+        given=None if model.point_head is None else torch.cat([p.given for p in parts]),
     )
 
 
@@ -64,18 +66,20 @@ def train_egmn(
     config: TrainConfig,
     progress: bool = True,
     label: str = "egmn",
+    names: tuple[list[str], list[str]] = ([], []),
 ) -> tuple[EGMN, History]:
     """Fit EGMN with early stopping on the validation NLL; returns the best epoch's model.
 
     ``label`` starts each progress line (``egmn/2 epoch 3: ...``), so that a build's log says
     which of EGMN's runs is training."""
     seed_everything(config.seed, config.num_threads)
-    model = build_egmn(cardinalities, numeric_width, config)
+    model = build_egmn(cardinalities, numeric_width, config, names)
     scale = config.label_scale
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         params = model(train.categorical[idx], train.numeric[idx])
-        return egmn_loss(params, train.y[idx] / scale, config.alpha, config.beta)[0]
+        y = train.y[idx] / scale
+        return egmn_loss(params, y, config.alpha, config.beta, config.crps_weight)[0]
 
     history = fit_early_stopping(
         model,
@@ -115,6 +119,7 @@ def fit_calibration(
         mu=frozen.mu.detach(),
         sigma=frozen.sigma.detach(),
         point_mass=frozen.point_mass,
+        given=None if frozen.given is None else frozen.given.detach(),
     )
     y = validation.y / config.label_scale
     calibration = Calibration(config.n_gaussians, frozen.log_w.shape[1])
@@ -158,8 +163,30 @@ class EGMNRun:
         return ServingEGMN(self.model, cal, self.config.label_scale).eval()
 
 
-def build_egmn(cardinalities: list[int], numeric_width: int, config: TrainConfig) -> EGMN:
-    """The untrained network a configuration describes."""
+def trunk_options(config: TrainConfig) -> TrunkOptions:
+    """The trunk a configuration names."""
+    return TrunkOptions(
+        embedding_dim=config.embedding_dim,
+        id_embedding_dim=config.id_embedding_dim,
+        cross_layers=config.cross_layers,
+        cross_rank=config.cross_rank,
+        duration_user=config.duration_user,
+    )
+
+
+def input_names(fitted: FittedFeatures) -> tuple[list[str], list[str]]:
+    """The categorical and numeric column names, which the trunk's options read."""
+    return list(fitted.inputs[0].columns), list(fitted.inputs[1].columns)
+
+
+def build_egmn(
+    cardinalities: list[int],
+    numeric_width: int,
+    config: TrainConfig,
+    names: tuple[list[str], list[str]] = ([], []),
+) -> EGMN:
+    """The untrained network a configuration describes (``names``: :func:`input_names`,
+    needed by the trunk options that read given columns)."""
     return EGMN(
         cardinalities,
         numeric_width,
@@ -168,6 +195,10 @@ def build_egmn(cardinalities: list[int], numeric_width: int, config: TrainConfig
         hidden=config.hidden,
         dropout=config.dropout,
         point_mass=config.point_mass,
+        options=trunk_options(config),
+        categorical_names=names[0],
+        numeric_names=names[1],
+        point_head=config.point_head,
     )
 
 
@@ -183,6 +214,7 @@ def train_on(
         config,
         progress=progress,
         label=label,
+        names=input_names(prepared.fitted),
     )
 
 

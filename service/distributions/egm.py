@@ -3,14 +3,16 @@
     p(t) = p0 * delta_0(t) + w0 * Exp(t; lambda) + sum_k w_k * TN_[0, inf)(t; mu_k, sigma_k)
 
 Parameters, per row (seconds): ``lambda`` (n,), ``weights`` (n, K+1) with column 0
-the exponential, ``mu`` and ``sigma`` (n, K), and optionally ``p0`` (n,). Weights are
+the exponential, ``mu`` and ``sigma`` (n, K), and optionally ``p0`` (n,) and ``point``
+(n,), the point of a model with a point head of its own. Weights are
 absolute masses, so ``p0 + sum(weights) == 1``; the class rescales by the total to
 absorb float rounding in a model's softmax.
 
 Two point numbers (see DESIGN, "Two point numbers"): :meth:`mean` is the exact E[T]
 of this distribution, truncation and atom included, consistent with the CDF and the
 quantiles; :meth:`point` is the paper's ``w0/lambda + sum_k w_k mu_k``, which ignores
-truncation and which EGMN's L1 term pulls towards the median.
+truncation and which EGMN's L1 term pulls towards the median, unless the model emits
+its own ``point``, which is then served as is.
 
 Numerics: every Gaussian is handled through ``a = -mu/sigma`` (where the truncation
 sits in standard units). When ``a >= 0`` (mu at or below zero) the normaliser
@@ -58,6 +60,7 @@ class EGM(Distribution):
         "mu": Param(real, vector=True),
         "sigma": Param(positive, vector=True),
         "p0": Param(half_open_unit_interval, required=False),
+        "point": Param(nonnegative, required=False),
     }
 
     def _validate(self) -> None:
@@ -152,6 +155,8 @@ class EGM(Distribution):
         out = {"lambda": self.lam, "weights": self.w, "mu": self.mu, "sigma": self.sigma}
         if self.has_p0:
             out["p0"] = self.p0
+        if "point" in self._args:
+            out["point"] = self._args["point"]
         return out
 
     # ----- moments ----------------------------------------------------------------------
@@ -176,6 +181,11 @@ class EGM(Distribution):
         return np.maximum(second - mean**2, 0.0)
 
     def point(self) -> FloatArray:
+        """The model's own point when it emits one, else :meth:`paper_point`."""
+        given = self._args.get("point")
+        return self.paper_point() if given is None else given
+
+    def paper_point(self) -> FloatArray:
         """The paper's point: ``w0/lambda + sum_k w_k mu_k`` (not E[T])."""
         return self.w[:, 0] / self.lam + (self.w[:, 1:] * self.mu).sum(axis=1)
 

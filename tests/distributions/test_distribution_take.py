@@ -296,7 +296,7 @@ def test_an_attribute_of_an_undeclared_parameter_is_refused() -> None:
 
 def test_required_and_optional_names_come_from_the_declaration() -> None:
     assert EGM.required_params == ("lambda", "weights", "mu", "sigma")
-    assert EGM.optional_params == ("p0",)
+    assert EGM.optional_params == ("p0", "point")
     for cls in FAMILIES.values():
         declared = cls.arg_constraints
         assert cls.required_params == tuple(k for k, p in declared.items() if p.required)

@@ -71,3 +71,18 @@ def test_make_reproduce_runs_the_check() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "\nreproduce: $(VENV)/.all\n\t$(BIN)/python -m model_export reproduce" in makefile
     assert "make reproduce" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("version", "config"), [("1", "paper"), ("2", "beta0.5")])
+def test_a_rebuild_writes_the_shipped_training_settings(version: str, config: str) -> None:
+    """A new TrainConfig option must not change the settings a rebuild writes into the shipped
+    manifests (the rebuild would leave the tree dirty); the options appear only when set."""
+    import ast
+    import json
+
+    from model_export.training.config import named_config
+
+    manifest = json.loads((ROOT / "models" / "egmn" / version / "manifest.json").read_text())
+    assert ast.literal_eval(manifest["extras"]["train_config"]) == named_config(config).as_dict()
+    crossed = named_config("beta0.5-cross").as_dict()
+    assert crossed["cross_layers"] == 2 and crossed["cross_rank"] == 64

@@ -72,13 +72,54 @@ def test_report_states_the_decision(tmp_path: Path) -> None:
         "uncalibrated": _m(10.0, 4.6, 3.2),
     }
     path = tmp_path / "tuning.md"
-    winner = tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"good": result}, "none")
-    assert winner == "good"
+    winner = tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"beta0.5": result}, "none")
+    assert winner == "beta0.5"
     text = path.read_text()
-    assert "`good` meets the rule" in text and "egmn good, calibrated on 1st half" in text
+    assert "`beta0.5` meets the rule" in text and "egmn beta0.5, calibrated on 1st half" in text
+    assert "## Second round (issue 16)\n\nNot run yet." in text
     loser = dict(result, calibrated=_m(10.0, 5.5, 2.9))
-    assert tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"bad": loser}, "none") is None
+    assert tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"k16": loser}, "none") is None
     assert "No configuration meets the rule" in path.read_text()
+
+
+def _wide(mae: float, crps: float, nll: float) -> dict[str, float]:
+    return {
+        **dict.fromkeys(tune.NOISE_COLUMNS, 0.5),
+        **_full(mae, crps, nll),
+        "mae_median": mae,
+    }
+
+
+def test_second_round_section_names_the_winner_and_the_point(tmp_path: Path) -> None:
+    def run(figures: dict[str, float], changes: dict[str, object]) -> dict[str, object]:
+        options = {
+            "eq12": {"mae": figures["mae_point"], "xauc": 0.66},
+            "median": {"mae": figures["mae_point"] - 0.5, "xauc": 0.66},
+            "mean": {"mae": 30.0, "xauc": 0.66},
+        }
+        return {
+            "changes": changes,
+            "best_epoch": 2,
+            "train_seconds": 80.0,
+            "train_cpu_seconds": 70.0,
+            "calibrated": figures,
+            "uncalibrated": figures,
+            "point_options": options,
+        }
+
+    results = {
+        "beta0.5": run(_wide(10.0, 5.0, 3.0), {"beta": 0.5}),
+        "beta0.5-crps": run(_wide(10.0, 4.8, 2.9), tune.CONFIGS["beta0.5-crps"]),
+        "beta0.5-dcn": run(_wide(10.0, 4.99, 2.9), tune.CONFIGS["beta0.5-dcn"]),
+    }
+    noise = [_wide(10.0, 5.0, 3.0), {**_wide(10.05, 5.05, 3.02), "xauc_point": 0.662}]
+    path = tmp_path / "tuning.md"
+    tune.write_tuning_report(path, {"egmn/1": SHIPPED}, results, "none", noise)
+    text = path.read_text()
+    assert "`beta0.5-crps` meets the rule" in text
+    assert "`beta0.5-dcn`: CRPS -0.010" in text and "does not qualify" in text
+    assert "| seed range of `beta0.5` (tie margin) | 0.050 |" in text
+    assert "on `beta0.5-crps`: point_s = `median`" in text
 
 
 def test_the_served_directory_is_the_highest_numeric_version(tmp_path: Path) -> None:
@@ -90,3 +131,56 @@ def test_the_served_directory_is_the_highest_numeric_version(tmp_path: Path) -> 
     assert highest_version_dir(tmp_path / "egmn") == tmp_path / "egmn" / "10"
     assert highest_version_dir(tmp_path / "empty") is None
     assert highest_version_dir(tmp_path / "missing") is None
+
+
+def _full(mae: float, crps: float, nll: float, xauc: float = 0.66) -> dict[str, float]:
+    return {
+        "mae_point": mae,
+        "crps": crps,
+        "nll_positive": nll,
+        "xauc_point": xauc,
+        "coverage_0.1": 0.1,
+        "coverage_0.5": 0.5,
+        "coverage_0.9": 0.9,
+    }
+
+
+NOISE = {"crps": 0.05, "nll_positive": 0.02, "xauc_point": 0.002, "mae_point": 0.05}
+
+
+def test_seed_noise_is_the_range_over_seeds() -> None:
+    runs = [dict.fromkeys(tune.NOISE_COLUMNS, v) for v in (1.0, 1.5, 1.2)]
+    assert tune.seed_noise(runs) == dict.fromkeys(tune.NOISE_COLUMNS, 0.5)
+
+
+def test_lever_must_beat_noise_on_crps_and_nll() -> None:
+    ref = _full(10.0, 5.0, 3.0)
+    assert tune.qualifies(ref, _full(10.0, 4.9, 2.9), NOISE)
+    assert not tune.qualifies(ref, _full(10.0, 4.96, 2.9), NOISE)  # CRPS within noise
+    assert not tune.qualifies(ref, _full(10.0, 4.9, 2.99), NOISE)  # NLL within noise
+    assert not tune.qualifies(ref, _full(10.06, 4.9, 2.9), NOISE)  # MAE 0.6 % worse
+    assert not tune.qualifies(ref, _full(10.0, 4.9, 2.9, 0.657), NOISE)  # XAUC lost
+    off = dict(_full(10.0, 4.9, 2.9), **{"coverage_0.9": 0.87})
+    assert not tune.qualifies(ref, off, NOISE)
+
+
+def test_ties_on_crps_go_to_the_simpler_configuration() -> None:
+    ref = _full(10.0, 5.0, 3.0)
+    candidates = {"combo": _full(10.0, 4.80, 2.9), "one": _full(10.0, 4.84, 2.9)}
+    assert tune.choose_lever(ref, candidates, NOISE, {"combo": 3, "one": 1}) == "one"
+    candidates["combo"] = _full(10.0, 4.70, 2.9)
+    assert tune.choose_lever(ref, candidates, NOISE, {"combo": 3, "one": 1}) == "combo"
+    assert tune.choose_lever(ref, {"x": _full(10, 5.0, 3.0)}, NOISE, {"x": 1}) is None
+
+
+def test_point_changes_only_beyond_the_noise() -> None:
+    eq12 = {"mae": 18.0, "xauc": 0.670}
+    assert tune.choose_point({"eq12": eq12, "median": {"mae": 17.98, "xauc": 0.67}}, NOISE) == (
+        "eq12"
+    )
+    options = {
+        "eq12": eq12,
+        "median": {"mae": 17.9, "xauc": 0.669},
+        "head": {"mae": 17.8, "xauc": 0.66},
+    }
+    assert tune.choose_point(options, NOISE) == "median"
