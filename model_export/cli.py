@@ -326,6 +326,15 @@ def parser() -> Parser:
     publish.add_argument(
         "--keep", type=int, default=1, metavar="N", help="earlier versions kept in Redis"
     )
+    publish.add_argument(
+        "--model-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also publish the tables this model directory ships (its history statistics); "
+        "repeatable",
+    )
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tune = _command(
@@ -438,6 +447,8 @@ def check(args: argparse.Namespace, commands: dict[str, argparse.ArgumentParser]
             _fail(command, f"no {args.tables}: run 'python -m model_export feature-tables' first")
         if not args.to.startswith(("redis://", "rediss://", "unix://")):
             _fail(command, f"--to {args.to}: expected redis://host:port/db")
+        for model_dir in args.model_dir:
+            _check_model_dir(command, model_dir)
     elif name == "tune":
         _check_tune(command, args)
     elif name == "reproduce":
@@ -504,12 +515,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(write_feature_tables(args.data_dir, args.out))
         return 0
     if args.command == "publish-features":
-        from model_export.publish import publish_features
+        from model_export.publish import publish_features, publish_model_tables
+        from service.errors import ModelLoadError
 
         version = publish_features(
             args.to, args.tables, batch=args.batch, keep=args.keep, progress=not args.quiet
         )
         print(f"published feature tables version {version} to {args.to}")
+        for model_dir in args.model_dir:
+            try:
+                sha = publish_model_tables(
+                    args.to, model_dir, batch=args.batch, progress=not args.quiet
+                )
+            except (ValueError, ModelLoadError) as exc:
+                print(f"publish-features: {exc}", file=sys.stderr)
+                return 2
+            said = "already published" if sha is None else f"published as {sha[:12]}"
+            print(f"{model_dir}: tables {said}")
         return 0
     # Imported late so that --help and the checks above do not pay for torch.
     from model_export import commands

@@ -1,9 +1,9 @@
 """``python -m model_export publish-features --to redis://host:port/db``: the feature tables
 file loaded into Redis for the service's Redis store (``WATCHTIME_FEATURE_STORE``).
 
-The rows go under a new version's keys (one hash per entity row, see
-``service.runtime.redis_store`` for the layout), in pipelines of ``--batch`` hashes, with a
-progress bar; only once every row and the schema are written does one ``SET`` point
+The rows go under a new version's keys (one hash per entity, a field per id holding the
+whole row; see ``service.runtime.redis_store`` for the layout), ``--batch`` rows per
+``HSET``, with a progress bar; only once every row and the schema are written does one ``SET`` point
 ``watchtime:features:current`` at the new version. Readers therefore see the old tables or
 the new ones, never a half-written version. Versions older than the ``--keep`` before the new
 one are then deleted (``UNLINK``, in batches).
@@ -11,42 +11,96 @@ one are then deleted (``UNLINK``, in batches).
 
 from __future__ import annotations
 
-import math
+import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import redis
 from tqdm import tqdm
 
-from service.runtime.redis_store import POINTER, PREFIX, PRESENT, row_key, schema_key
+from service.manifest import Manifest
+from service.runtime.lookup import LookupTables
+from service.runtime.redis_store import (
+    EXACT_INT,
+    POINTER,
+    PREFIX,
+    categories_key,
+    encode_rows,
+    model_table_key,
+    model_tables_key,
+    schema_key,
+    table_key,
+)
 from service.runtime.store import EmbeddedStore, EntityTable
 
 VERSIONS = f"{PREFIX}:versions"
 """A list of the published versions, oldest first."""
 
 
-def _texts(table: EntityTable, name: str) -> list[str | None]:
-    """One column as the text Redis holds (None: no value, no field)."""
-    kind = table.schema.columns[name]
-    values = table.values[name]
-    if kind == "text":
-        labels: list[str | None] = table.categories[name].tolist()
-        return [labels[code] for code in values.tolist()]
-    if kind == "int":
-        return [str(v) for v in values.tolist()]
-    return [None if math.isnan(v) else repr(v) for v in values.tolist()]
+def _matrix(table: EntityTable) -> np.ndarray:
+    """The table's rows as Redis holds them: float64, a column per schema column, NaN where
+    missing; text as its code in the column's list, ints refused beyond float64's exact
+    range."""
+    columns = []
+    for name, kind in table.schema.columns.items():
+        values = table.values[name]
+        if kind == "text":
+            columns.append(np.where(values < 0, np.nan, values).astype(np.float64))
+        elif kind == "int":
+            if values.size and int(np.abs(values).max()) >= EXACT_INT:
+                raise ValueError(f"{table.schema.name}.{name}: integers beyond 2**53")
+            columns.append(values.astype(np.float64))
+        else:
+            columns.append(values.astype(np.float64))
+    return np.stack(columns, axis=1) if columns else np.empty((table.ids.size, 0))
 
 
-def _mappings(table: EntityTable) -> Iterator[tuple[int, dict[str, str]]]:
-    columns = {name: _texts(table, name) for name in table.schema.columns}
-    for i, entity_id in enumerate(table.ids.tolist()):
-        mapping = {PRESENT: "1"}
-        for name, texts in columns.items():
-            text = texts[i]
-            if text is not None:
-                mapping[name] = text
-        yield entity_id, mapping
+def _category_lists(store: EmbeddedStore) -> dict[str, dict[str, list[str]]]:
+    """Each text column's strings (its categories without the trailing None)."""
+    return {
+        name: {column: table.categories[column][:-1].tolist() for column in table.categories}
+        for name, table in store.tables.items()
+    }
+
+
+def publish_model_tables(
+    url: str, model_dir: Path, batch: int = 2000, progress: bool = True
+) -> str | None:
+    """Publish the tables a model directory ships (its history statistics) under their
+    file's sha256; returns the sha256, or None when they were already there.
+
+    The directory is loaded as the service loads it (the manifest, the file's sha256 and
+    every table checked); the layout key is set last, so a reader finds every table or none.
+    """
+    manifest = Manifest.read(model_dir / "manifest.json")
+    if manifest.history is None:
+        raise ValueError(f"{model_dir} ships no tables (its manifest has no history block)")
+    tables = LookupTables.load(model_dir, manifest)
+    assert tables is not None
+    sha = manifest.history.sha256
+    client = redis.Redis.from_url(url)
+    if client.exists(model_tables_key(sha)):
+        return None
+    layout = {name: list(declared.statistics) for name, declared in manifest.history.tables.items()}
+    total = sum(int(tables.table(name).ids.size) for name in layout)
+    with tqdm(
+        total=total, unit="rows", disable=None if progress else True, desc=f"{model_dir}"
+    ) as bar:
+        for name, statistics in layout.items():
+            table = tables.table(name)
+            matrix = (
+                np.stack([table.columns[s] for s in statistics], axis=1) if statistics else None
+            )
+            rows = encode_rows(matrix if matrix is not None else np.empty((table.ids.size, 0)))
+            ids = table.ids.tolist()
+            key = model_table_key(sha, name)
+            for start in range(0, len(ids), batch):
+                part = range(start, min(start + batch, len(ids)))
+                client.hset(key, mapping={ids[i]: rows[i] for i in part})
+                bar.update(len(part))
+    client.set(model_tables_key(sha), json.dumps(layout))
+    return sha
 
 
 def publish_features(
@@ -64,18 +118,14 @@ def publish_features(
     ) as bar:
         for entity in schema.entities:
             table = store.tables[entity.name]
-            pipe = client.pipeline(transaction=False)
-            queued = 0
-            for entity_id, mapping in _mappings(table):
-                pipe.hset(row_key(version, entity.name, entity_id), mapping=mapping)
-                queued += 1
-                if queued == batch:
-                    pipe.execute()
-                    bar.update(queued)
-                    queued = 0
-            if queued:
-                pipe.execute()
-                bar.update(queued)
+            rows = encode_rows(_matrix(table))
+            ids = table.ids.tolist()
+            key = table_key(version, entity.name)
+            for start in range(0, len(ids), batch):
+                part = range(start, min(start + batch, len(ids)))
+                client.hset(key, mapping={ids[i]: rows[i] for i in part})
+                bar.update(len(part))
+    client.set(categories_key(version), json.dumps(_category_lists(store)))
     client.set(schema_key(version), schema.to_json())
     client.rpush(VERSIONS, version)
     client.set(POINTER, version)  # the one step that switches every reader
@@ -90,14 +140,9 @@ def _drop_old(client: redis.Redis, current: str, keep: int) -> None:
         return
     index = versions.index(current)
     for old in versions[: max(0, index - keep)]:
-        keys: list[str] = []
-        for key in client.scan_iter(match=f"{PREFIX}:{old}:*", count=5000):
-            keys.append(key)
-            if len(keys) >= 5000:
-                client.unlink(*keys)
-                keys = []
-        if keys:
-            client.unlink(*keys)
+        keys = list(client.scan_iter(match=f"{PREFIX}:{old}:*", count=5000))
+        for start in range(0, len(keys), 5000):
+            client.unlink(*keys[start : start + 5000])
         client.lrem(VERSIONS, 0, old)
 
 

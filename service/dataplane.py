@@ -163,6 +163,11 @@ class DataPlane:
             try:
                 self.batchers.get(model).admit(n)  # a full queue refuses before the lookup
                 columns = await self.features.fill(model.sources, columns, n)
+                history = model.manifest.history
+                if history is not None and model.lookups is not None:
+                    columns = await self.features.fill_model_tables(
+                        history.sha256, model.table_reads, model.lookups, columns, n
+                    )
             except BaseException:
                 if asyncio.iscoroutine(disconnected):
                     disconnected.close()  # never awaited now

@@ -54,6 +54,7 @@ import numpy as np
 
 from service import metrics
 from service.errors import DeadlineExceeded, FeatureError, QueueFull
+from service.runtime.lookup import STORED
 from service.runtime.model import ModelRuntime
 from service.runtime.postprocess import Params
 from service.runtime.prediction import Prediction, PredictOptions
@@ -116,7 +117,15 @@ post-processed."""
 def merge_columns(
     sources: Sequence[str], blocks: Sequence[tuple[Mapping[str, np.ndarray], int, int]]
 ) -> dict[str, np.ndarray]:
-    """One array per column over row blocks ``(columns, first, count)``, in block order."""
+    """One array per column over row blocks ``(columns, first, count)``, in block order.
+
+    Besides ``sources``, the statistics a store read for the rows (``__stored__.`` columns,
+    :mod:`service.runtime.lookup`): every request of a model has them or none does."""
+    if not blocks:
+        return {}
+    stored = [name for name in blocks[0][0] if name.startswith(STORED)]
+    if stored:
+        sources = [*sources, *stored]
     if len(blocks) == 1:
         columns, first, count = blocks[0]
         if first == 0 and all(len(columns[s]) == count for s in sources):

@@ -30,7 +30,7 @@ from service.manifest import (
     NumericFeature,
     derived_once,
 )
-from service.runtime.lookup import LookupTables, Table
+from service.runtime.lookup import LookupTables, Table, stored_column, stored_found
 
 Array = npt.NDArray[np.generic]
 IntArray = npt.NDArray[np.int64]
@@ -336,8 +336,14 @@ def encode_lookup(
     ``rows`` come from :func:`table_rows`; the table's own default fills the unseen ids (the
     frozen tables' default is the manifest's; each offline day's is that day's global value).
     """
-    unseen = rows < 0
-    raw = lookup_values(table, spec.statistic, rows)
+    return standardize_lookup(spec, lookup_values(table, spec.statistic, rows), rows < 0)
+
+
+def standardize_lookup(
+    spec: LookupFeature, raw: FloatArray, unseen: BoolArray
+) -> tuple[FloatArray, FloatArray]:
+    """A statistic's raw values (the default already where ``unseen``) as the model reads
+    them: see :func:`encode_lookup`; also the path of values a store read."""
     missing = ~np.isfinite(raw)
     safe = np.where(missing, 0.0, raw)
     if spec.log1p:
@@ -497,11 +503,17 @@ def encode_columns(
         elif isinstance(spec, LookupFeature):
             if lookups is None:
                 raise ValueError(f"feature {spec.name!r} reads lookup tables; none were given")
-            table = lookups.table(spec.table)
-            key = (spec.table, spec.source)
-            if key not in rows:
-                rows[key] = table_rows(table, spec.source, columns[spec.source])
-            value, unseen = encode_lookup(spec, table, rows[key])
+            stored = stored_column(spec.table, spec.source, spec.statistic)
+            if stored in columns:  # read from a store for this request (Redis)
+                found = np.asarray(columns[stored_found(spec.table, spec.source)], dtype=bool)
+                raw = np.where(found, columns[stored], spec.default).astype(np.float64)
+                value, unseen = standardize_lookup(spec, raw, ~found)
+            else:
+                table = lookups.table(spec.table)
+                key = (spec.table, spec.source)
+                if key not in rows:
+                    rows[key] = table_rows(table, spec.source, columns[spec.source])
+                value, unseen = encode_lookup(spec, table, rows[key])
             produced[spec.name] = value
             if spec.unseen_indicator:
                 produced[spec.indicator_name] = unseen

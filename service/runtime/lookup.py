@@ -29,6 +29,46 @@ from service.manifest import HistoryTables, LookupFeature, Manifest, sha256_file
 IntArray = npt.NDArray[np.int64]
 Float32Array = npt.NDArray[np.float32]
 
+STORED = "__stored__."
+"""Start of the columns a request carries when a store (Redis) has read a model's tables for
+it: no decoder makes one, since no model reads a source of that name."""
+
+
+def stored_column(table: str, source: str, statistic: str) -> str:
+    """The column of a statistic read from a store: the raw value, NaN where no row."""
+    return f"{STORED}{table}.{source}.{statistic}"
+
+
+def stored_found(table: str, source: str) -> str:
+    """The column of which rows' ids the store held (bool)."""
+    return f"{STORED}{table}.{source}"
+
+
+@dataclass(frozen=True)
+class TableRead:
+    """One table read by one id column, and the statistics the model takes from it."""
+
+    table: str
+    source: str
+    statistics: tuple[str, ...]
+
+    def columns(self) -> list[str]:
+        """The stored columns this read fills (:func:`stored_column`, then the found flags)."""
+        names = [stored_column(self.table, self.source, s) for s in self.statistics]
+        return [*names, stored_found(self.table, self.source)]
+
+
+def table_reads(manifest: Manifest) -> tuple[TableRead, ...]:
+    """The id searches a batch of the model's rows needs: one per table and id column."""
+    reads: dict[tuple[str, str], list[str]] = {}
+    for spec in manifest.features:
+        if isinstance(spec, LookupFeature):
+            reads.setdefault((spec.table, spec.source), []).append(spec.statistic)
+    return tuple(
+        TableRead(table, source, tuple(dict.fromkeys(statistics)))
+        for (table, source), statistics in reads.items()
+    )
+
 
 @dataclass(frozen=True)
 class Table:

@@ -15,7 +15,8 @@ Two stores hold the same tables, described by one :class:`StoreSchema`:
   id search (:func:`~service.runtime.features.find_rows`) the history tables that a model
   version ships use.
 - :class:`~service.runtime.redis_store.RedisStore` (``WATCHTIME_FEATURE_STORE=redis://...``):
-  one hash per entity, read with pipelined ``HMGET``.
+  one hash per entity, a field per id holding its row; one ``HMGET`` per entity and request,
+  the entities' commands in flight at once.
 
 An id with no row (unknown, null, a fraction) gives a missing value in every column of that
 entity, which the manifest turns into the missing index or fill: a miss, counted, never an
@@ -32,6 +33,7 @@ days from the video's ``upload_day`` to the request's ``date``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -41,7 +43,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +52,7 @@ from service import metrics
 from service.errors import FeatureError, FeatureStoreUnavailable
 from service.manifest import derived_once
 from service.runtime.features import _days_from_civil, find_rows
+from service.runtime.lookup import LookupTables, Table, TableRead
 
 log = logging.getLogger("watchtime.store")
 
@@ -214,6 +217,16 @@ class Lookup(Protocol):
     ) -> tuple[dict[str, np.ndarray], BoolArray]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class TableLookup(Protocol):
+    """A store that also holds the tables model versions ship (Redis), by the tables file's
+    sha256 (see :mod:`service.runtime.redis_store`)."""
+
+    async def lookup_table(
+        self, sha256: str, table: str, statistics: Sequence[str], ids: np.ndarray
+    ) -> tuple[np.ndarray, BoolArray]: ...
 
 
 class EntityTable:
@@ -439,6 +452,7 @@ class FeatureLookup:
         started = time.perf_counter()
         extra: dict[str, np.ndarray] = {}
         try:
+            wanted: list[tuple[EntitySchema, tuple[str, ...], list[str]]] = []
             for entity, entity_columns in plan.entities:
                 need = [c for c in entity_columns if c not in out]
                 need += [
@@ -454,7 +468,16 @@ class FeatureLookup:
                         need[0],
                         f"required column is missing (send it, or {entity.key!r} to look it up by)",
                     )
-                values, hit = await self._lookup(entity, out[entity.key], need, n)
+                wanted.append((entity, entity_columns, need))
+            # The entities' lookups at once: on Redis, their round trips overlap.
+            answers = await asyncio.gather(
+                *(self._lookup(e, out[e.key], need, n) for e, _, need in wanted),
+                return_exceptions=True,
+            )
+            for (entity, entity_columns, _), answer in zip(wanted, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    raise answer
+                values, hit = answer
                 if hit is not None:
                     found = int(np.count_nonzero(hit))
                     metrics.FEATURE_LOOKUP_HITS.labels(entity.name).inc(found)
@@ -491,8 +514,73 @@ class FeatureLookup:
                 raise
             return {c: _empty(entity.columns[c], n) for c in columns}, None
 
+    def reads_model_tables(self) -> bool:
+        """Whether the store holds model versions' tables: then :meth:`fill_model_tables`
+        reads them there, else the model reads its own file."""
+        return isinstance(self.store, TableLookup)
+
+    async def fill_model_tables(
+        self,
+        sha256: str,
+        reads: Sequence[TableRead],
+        local: LookupTables,
+        columns: Mapping[str, np.ndarray],
+        n: int,
+    ) -> Mapping[str, np.ndarray]:
+        """``columns`` with the statistics a model's lookup features read, from the store.
+
+        The model directory's own tables (``local``, the same bytes: the store holds them by
+        their sha256) answer instead when the store fails or does not hold them, the failure
+        counted; with ``WATCHTIME_FEATURE_STORE_REQUIRED`` it is a 503, as for the entities.
+        Every request of the model gets these columns, so that batches merge them.
+        """
+        store = self.store
+        if not isinstance(store, TableLookup):
+            return columns
+        out = dict(columns)
+        started = time.perf_counter()
+        try:
+            for read in reads:
+                ids = out[read.source]
+                label = f"history:{read.table}"
+                try:
+                    values, found = await store.lookup_table(
+                        sha256, read.table, read.statistics, ids
+                    )
+                except FeatureStoreUnavailable as exc:
+                    metrics.FEATURE_LOOKUP_ERRORS.labels(self.store.name, exc.reason).inc()
+                    if self.required:
+                        raise
+                    values, found = _local_read(local.table(read.table), read, ids)
+                else:
+                    hits = int(np.count_nonzero(found))
+                    metrics.FEATURE_LOOKUP_HITS.labels(label).inc(hits)
+                    metrics.FEATURE_LOOKUP_MISSES.labels(label).inc(n - hits)
+                for j, name in enumerate(read.columns()[:-1]):
+                    out[name] = values[:, j]
+                out[read.columns()[-1]] = found
+        finally:
+            metrics.FEATURE_LOOKUP_DURATION.labels(self.store.name).observe(
+                time.perf_counter() - started
+            )
+        return out
+
     async def close(self) -> None:
         await self.store.close()
+
+
+def _local_read(table: Table, read: TableRead, ids: np.ndarray) -> tuple[np.ndarray, BoolArray]:
+    """What the store would have answered, from the model directory's table."""
+    rows = find_rows(table.ids, read.source, ids)
+    found: BoolArray = rows >= 0
+    if table.ids.size == 0:
+        return np.full((rows.size, len(read.statistics)), np.nan), found
+    safe = np.maximum(rows, 0)
+    values = np.empty((rows.size, len(read.statistics)), dtype=np.float64)
+    for j, statistic in enumerate(read.statistics):
+        values[:, j] = table.columns[statistic][safe]
+    values[~found] = np.nan
+    return values, found
 
 
 def _empty(kind: Kind, n: int) -> np.ndarray:

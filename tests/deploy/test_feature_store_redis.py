@@ -5,6 +5,8 @@ Redis that is down or stops under load (no request lost), and the 503 policy."""
 from __future__ import annotations
 
 import json
+import math
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from service.app import create_app
 from service.config import Settings
 from service.runtime.redis_store import POINTER, PREFIX
 from service.runtime.repository import ModelRepository
-from tests.support import MODELS, free_port
+from tests.support import MODELS, ROOT, free_port
 from tests.support.api import AppClient, client_for, request_rows
 from tests.support.grpc import Client, outputs_of, request
 from tests.support.hostile import ServiceProcess, metric_value
@@ -28,6 +30,7 @@ from tests.support.hostile import request as http_request
 from tests.support.redis import RedisServer, publish
 from tests.support.v2 import json_inputs, tensor_columns
 
+FEATURE_TABLES = ROOT / "feature_store" / "kuairand.npz"
 REQUEST_TIME = ["user_id", "video_id", "tab", "hourmin", "date"]
 OUTPUTS = ["expected_watch_time_s", "point_s", "std_s", "quick_skip_prob"]
 
@@ -59,15 +62,43 @@ def client(server: RedisServer, repository: ModelRepository) -> Iterator[AppClie
 def test_publish_switches_versions_in_one_step(server: RedisServer) -> None:
     r = redis.Redis.from_url(server.url, decode_responses=True)
     first = r.get(POINTER)
-    assert first is not None and r.exists(f"{PREFIX}:{first}:user:0")
-    assert r.hget(f"{PREFIX}:{first}:video:0", "tag") is not None
+    assert first is not None and r.hexists(f"{PREFIX}:{first}:user", "0")
+    assert r.hexists(f"{PREFIX}:{first}:video", "0")
     for _ in range(2):
         done = publish(server.url, "--quiet")
         assert done.returncode == 0, done.stderr
     versions = r.lrange(VERSIONS, 0, -1)
     assert len(versions) == 2 and versions[-1] == r.get(POINTER) != first  # --keep 1
-    assert not r.exists(f"{PREFIX}:{first}:user:0")  # the oldest is gone, whole
+    assert not r.exists(f"{PREFIX}:{first}:user")  # the oldest is gone, whole
     assert next(iter(r.scan_iter(match=f"{PREFIX}:{first}:*")), None) is None
+
+
+def test_a_row_is_its_columns_as_float64_in_schema_order(server: RedisServer) -> None:
+    """The layout other readers rely on, read with struct against the tables file."""
+    r = redis.Redis.from_url(server.url)
+    version = r.get(POINTER).decode()  # type: ignore[union-attr]
+    schema = json.loads(r.get(f"{PREFIX}:{version}:schema"))  # type: ignore[arg-type]
+    lists = json.loads(r.get(f"{PREFIX}:{version}:categories"))  # type: ignore[arg-type]
+    tables = np.load(FEATURE_TABLES)
+    entities = {e["name"]: e for e in schema["entities"]}
+    for entity in ("user", "video"):
+        columns = list(entities[entity]["columns"].items())
+        ids = tables[f"{entity}.ids"]
+        for i in (0, ids.size // 2, ids.size - 1):
+            raw = r.hget(f"{PREFIX}:{version}:{entity}", str(int(ids[i])))
+            assert raw is not None and len(raw) == 8 * len(columns)
+            row = struct.unpack(f"<{len(columns)}d", raw)
+            for (name, kind), value in zip(columns, row, strict=True):
+                stored = tables[f"{entity}.{name}"][i]
+                if kind == "text":
+                    text = tables[f"{entity}.{name}.categories"][stored] if stored >= 0 else None
+                    got = None if math.isnan(value) else lists[entity][name][int(value)]
+                    assert got == text, (entity, name)
+                elif math.isnan(float(stored)):
+                    assert math.isnan(value), (entity, name)
+                else:
+                    assert value == float(stored), (entity, name)
+    assert r.hget(f"{PREFIX}:{version}:video", "-5") is None
 
 
 def _predict(client: AppClient, features: dict[str, Any]) -> dict[str, Any]:

@@ -234,3 +234,20 @@ def test_lookup_share_of_a_256_row_request() -> None:
     )
     frame = pd.DataFrame({"lookup_us": [lookup_s * 1e6], "request_us": [request_s * 1e6]})
     assert (frame > 0).all().all()
+
+
+def test_redis_rows_decode_from_their_bytes_and_refuse_a_short_one() -> None:
+    """The Redis row layout by hand: two float64 per row, a missing id all NaN."""
+    import struct
+
+    from service.runtime.redis_store import decode_rows, encode_rows
+
+    rows = [struct.pack("<2d", 1.5, -3.0), None, struct.pack("<2d", float("nan"), 7.0)]
+    values, hit = decode_rows(rows, 2)
+    assert hit.tolist() == [True, False, True]
+    assert values[0].tolist() == [1.5, -3.0] and values[2, 1] == 7.0
+    assert np.isnan(values[1]).all() and np.isnan(values[2, 0])
+    assert encode_rows(np.array([[1.5, -3.0]])) == [rows[0]]
+    assert decode_rows([], 2)[0].shape == (0, 2)
+    with pytest.raises(ValueError, match="float64"):
+        decode_rows([b"\x00" * 12], 2)

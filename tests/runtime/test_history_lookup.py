@@ -13,19 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from model_export.data import load_joined, raw_columns, split_by_day
 from model_export.data.history import HISTORY_FIELDS, STATISTICS, feature_name
-from model_export.data.prepared import Prepared, prepare_split, training_window
-from model_export.export.model_dir import HISTORY_FILE, write_model_dir
-from model_export.models.egmn import EGMN, ServingEGMN
+from model_export.data.prepared import Prepared, prepare_split
+from model_export.export.model_dir import HISTORY_FILE
 from service.errors import FeatureError, ModelLoadError
 from service.manifest import CategoricalFeature, InputTensor, LookupFeature, Manifest
 from service.runtime.features import encode_columns
 from service.runtime.model import ModelRuntime, SessionConfig
 from service.runtime.repository import load_repository
 from tests.support.api import app_client, json_columns
+from tests.support.history import write_history_model
 
 pytestmark = pytest.mark.slow
 
@@ -40,19 +39,7 @@ def model_root(prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> 
     """A repository with one model with history features (untrained weights: the lookup is
     what is tested, and it does not care)."""
     root = tmp_path_factory.mktemp("models")
-    fitted = prepared.fitted
-    torch.manual_seed(0)
-    net = EGMN(fitted.cardinalities, fitted.numeric_width, hidden=(16,), point_mass=True)
-    write_model_dir(
-        root / "hist" / "1",
-        ServingEGMN(net, None, 10.0).eval(),
-        fitted,
-        name="hist",
-        version="1",
-        window=training_window(prepared.split),
-        evaluation=None,
-        extras={},
-    )
+    write_history_model(prepared, root)
     yield root
 
 
