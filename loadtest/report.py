@@ -140,10 +140,10 @@ def _lookup_section(lookup: Lookup) -> list[str]:
         "full-column load) and in Redis (a second service process with "
         "`WATCHTIME_FEATURE_STORE=redis://127.0.0.1:<port>/0`, a `redis-server` of its own on "
         "the same machine, the tables published with `python -m model_export "
-        "publish-features`). The Redis service's lookup timeout is raised from the default "
-        "20 ms so that the figures are of completed lookups; lookup errors are the service's "
-        "`watchtime_feature_lookup_errors_total` after the load. Each ids-only answer was "
-        "checked against the full-column one first.",
+        "publish-features`), with the default lookup timeout. Lookup errors are the service's "
+        "`watchtime_feature_lookup_errors_total` after the load: lookups given up, whose rows "
+        "were answered with those columns missing. Each ids-only answer was checked against "
+        "the full-column one first.",
         "",
         *_lookup_table(lookup),
         "",

@@ -174,11 +174,12 @@ class Settings(BaseSettings):
         "answer (else it goes on with those columns missing)",
     )
     feature_store_timeout_ms: float = Field(
-        default=20.0,
+        default=200.0,
         gt=0.0,
         le=10_000.0,
         allow_inf_nan=False,
-        description="longest wait for one Redis lookup (connecting included)",
+        description="longest wait for one Redis lookup (connecting included; the event "
+        "loop's own delays under load count too, so not much below 200 ms)",
     )
     feature_store_max_connections: int = Field(
         default=16, ge=1, le=1024, description="Redis connections per worker"
