@@ -10,7 +10,10 @@ Options (off by default): the trunk's (:class:`model_export.models.backbone.Trun
 DCN-v2 cross layers, wider id embeddings, duration x user), and ``point_head``: a separate
 head for the point (softplus of a linear map of the hidden vector), which the L1 term then
 trains instead of the paper's eq. 12, so that the term no longer pulls the mixture; the
-export emits it as the family's optional ``point``.
+export emits it as the family's optional ``point``; and ``free_means``: ``mu_k =
+softplus(linear)`` without the ``+ 1/lambda``, so that a Gaussian may sit below the
+exponential's mean (the paper's order forces every Gaussian to the right of it, and with it
+the mode of a 1-3 s view onto the exponential, whose density only falls).
 
 The network works in scaled time units (seconds / ``label_scale``); :class:`ServingEGMN`
 wraps it with the calibration and the conversion back to seconds for export.
@@ -44,9 +47,11 @@ class EGMN(nn.Module):
         categorical_names: Sequence[str] = (),
         numeric_names: Sequence[str] = (),
         point_head: bool = False,
+        free_means: bool = False,
     ) -> None:
         super().__init__()
         self.point_mass = point_mass
+        self.free_means = free_means
         self.n_gaussians = n_gaussians
         opts = options if options is not None else TrunkOptions(embedding_dim=embedding_dim)
         self.layout = InputLayout(
@@ -69,7 +74,9 @@ class EGMN(nn.Module):
         hidden = self.backbone(self.layout.x0(self.embeddings, categorical, numeric))
         lam = self.softplus_lambda(self.lambda_head(hidden)).squeeze(1) + 1e-6
         log_w = torch.log_softmax(self.weight_head(hidden), dim=1)
-        mu = nn.functional.softplus(self.mu_head(hidden)) + (1.0 / lam).unsqueeze(1)
+        mu = nn.functional.softplus(self.mu_head(hidden))
+        if not self.free_means:
+            mu = mu + (1.0 / lam).unsqueeze(1)
         sigma = nn.functional.softplus(self.sigma_head(hidden)) + 1e-6
         given = None
         if self.point_head is not None:

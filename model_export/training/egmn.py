@@ -199,6 +199,7 @@ def build_egmn(
         categorical_names=names[0],
         numeric_names=names[1],
         point_head=config.point_head,
+        free_means=config.free_means,
     )
 
 
