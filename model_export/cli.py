@@ -359,6 +359,11 @@ def parser() -> Parser:
         "--table", action="store_true", help="write reports/tuning.md (after --shipped)"
     )
     tune.add_argument(
+        "--capacity",
+        action="store_true",
+        help="fit each duration group without features: what limits NLL (tuning.md)",
+    )
+    tune.add_argument(
         "--noise",
         action="store_true",
         help="score the served configuration's seed runs (the tie margin of --table)",
@@ -456,9 +461,11 @@ def check(args: argparse.Namespace, commands: dict[str, argparse.ArgumentParser]
 
 
 def _check_tune(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not (args.config or args.shipped or args.noise or args.table or args.ship):
+    if not (args.config or args.shipped or args.noise or args.capacity or args.table or args.ship):
         _fail(
-            command, "nothing to do: give --config NAME, --shipped, --noise, --table or --ship NAME"
+            command,
+            "nothing to do: give --config NAME, --shipped, --noise, --capacity, --table or "
+            "--ship NAME",
         )
     known = ", ".join(EGMN_CONFIGS)
     for flag, value in (("--config", args.config), ("--ship", args.ship)):

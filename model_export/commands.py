@@ -7,7 +7,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from model_export.data.kuairand import labels, load_joined, raw_columns, split_by_day
+import numpy as np
+
+from model_export.data.kuairand import Split, labels, load_joined, raw_columns, split_by_day
 from model_export.data.prepared import prepare
 from model_export.evaluation import costs as costs_record
 from model_export.evaluation.egmn_report import write_egmn_report
@@ -289,6 +291,13 @@ def tune(args: argparse.Namespace) -> None:
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         (args.runs_dir / "noise.json").write_text(json.dumps(noise, indent=1))
         print(tuning.table({f"seed run {i}": m for i, m in enumerate(noise)}))
+    if args.capacity:
+        from model_export.evaluation.capacity import capacity, capacity_table
+
+        limits = capacity(*_positive_by_group(split_by_day(load_joined(args.data_dir))))
+        args.runs_dir.mkdir(parents=True, exist_ok=True)
+        (args.runs_dir / "capacity.json").write_text(json.dumps(limits, indent=1))
+        print("\n".join(capacity_table(limits)))
     if args.ship is not None:
         tuned = load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun)
         prepared = prepare(args.data_dir, tuned.config.history, tuned.config.history_options())
@@ -311,8 +320,26 @@ def tune(args: argparse.Namespace) -> None:
         path = args.reports_dir / "tuning.md"
         noise_path = args.runs_dir / "noise.json"
         noise = json.loads(noise_path.read_text()) if noise_path.exists() else []
-        winner = tuning.write_tuning_report(path, shipped, results, budget, noise)
+        limits_path = args.runs_dir / "capacity.json"
+        limits = json.loads(limits_path.read_text()) if limits_path.exists() else None
+        winner = tuning.write_tuning_report(path, shipped, results, budget, noise, limits)
         print(f"wrote {path}; chosen: {winner}")
+
+
+def _positive_by_group(
+    split: Split,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Watch times > 0 of the training days and of the validation day, by duration group."""
+    from model_export.evaluation.scoring import DURATION_GROUPS, duration_group
+
+    out: list[dict[str, np.ndarray]] = []
+    for frame in (split.train, split.validation):
+        y = labels(frame)
+        group = duration_group(frame["duration_ms"].to_numpy())
+        out.append(
+            {name: y[(group == i) & (y > 0)] for i, (name, _, _) in enumerate(DURATION_GROUPS)}
+        )
+    return out[0], out[1]
 
 
 def seeds(args: argparse.Namespace) -> None:

@@ -114,6 +114,27 @@ def test_default_trunk_is_the_papers() -> None:
     assert egmn.point_head is None and isinstance(egmn.backbone, MLPBackbone)
 
 
+def test_free_means_drop_the_bound_and_nothing_else() -> None:
+    """With free_means the same weights give mu_k = softplus(linear), the paper's mu_k minus
+    1/lambda; without it every mean stays at or above 1/lambda."""
+    torch.manual_seed(11)
+    bound = EGMN([9, 8], 3, embedding_dim=4, hidden=(8,), n_gaussians=4).eval()
+    free = EGMN([9, 8], 3, embedding_dim=4, hidden=(8,), n_gaussians=4, free_means=True).eval()
+    free.load_state_dict(bound.state_dict())
+    with torch.no_grad():
+        bound.mu_head.bias.fill_(-6.0)  # softplus(-6) ~ 0.0025: the bound is what is left
+        free.mu_head.bias.fill_(-6.0)
+        categorical = torch.tensor([[1, 2], [3, 4], [8, 7]])
+        numeric = torch.randn(3, 3)
+        p_bound, p_free = bound(categorical, numeric), free(categorical, numeric)
+    floor = (1.0 / p_bound.lam).unsqueeze(1)
+    assert bool((p_bound.mu >= floor).all())
+    torch.testing.assert_close(p_bound.mu - floor, p_free.mu)
+    assert bool((p_free.mu < floor).all())
+    torch.testing.assert_close(p_bound.sigma, p_free.sigma)
+    torch.testing.assert_close(p_bound.log_w, p_free.log_w)
+
+
 # ----- the CRPS term --------------------------------------------------------------------
 
 
