@@ -13,7 +13,9 @@ trains instead of the paper's eq. 12, so that the term no longer pulls the mixtu
 export emits it as the family's optional ``point``; and ``free_means``: ``mu_k =
 softplus(linear)`` without the ``+ 1/lambda``, so that a Gaussian may sit below the
 exponential's mean (the paper's order forces every Gaussian to the right of it, and with it
-the mode of a 1-3 s view onto the exponential, whose density only falls).
+the mode of a 1-3 s view onto the exponential, whose density only falls); and
+``duration_anchor``: the last Gaussian centred on the video's duration (see
+:meth:`EGMN._anchored`).
 
 The network works in scaled time units (seconds / ``label_scale``); :class:`ServingEGMN`
 wraps it with the calibration and the conversion back to seconds for export.
@@ -26,7 +28,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from model_export.models.backbone import InputLayout, TrunkOptions, build_backbone
+from model_export.models.backbone import (
+    DURATION_COLUMN,
+    InputLayout,
+    TrunkOptions,
+    build_backbone,
+)
 from model_export.models.egm import EGMParams
 
 
@@ -48,6 +55,9 @@ class EGMN(nn.Module):
         numeric_names: Sequence[str] = (),
         point_head: bool = False,
         free_means: bool = False,
+        duration_anchor: bool = False,
+        duration_log_ms: tuple[float, float] = (0.0, 1.0),
+        label_scale: float = 10.0,
     ) -> None:
         super().__init__()
         self.point_mass = point_mass
@@ -69,6 +79,17 @@ class EGMN(nn.Module):
         self.sigma_head = nn.Linear(h, n_gaussians)
         self.softplus_lambda = nn.Softplus(beta=0.5)
         self.point_head = nn.Linear(h, 1) if point_head else None
+        self.anchor_index = -1
+        self.anchor: nn.Linear | None = None
+        if duration_anchor:
+            if DURATION_COLUMN not in numeric_names:
+                raise ValueError("duration_anchor needs the duration_ms column")
+            self.anchor_index = list(numeric_names).index(DURATION_COLUMN)
+            self.anchor = nn.Linear(h, 2)  # the mean's shift and the relative width
+            mean, std = duration_log_ms
+            self.register_buffer("duration_mean", torch.tensor(float(mean)))
+            self.register_buffer("duration_std", torch.tensor(float(std)))
+            self.label_scale = float(label_scale)
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> EGMParams:
         hidden = self.backbone(self.layout.x0(self.embeddings, categorical, numeric))
@@ -78,12 +99,31 @@ class EGMN(nn.Module):
         if not self.free_means:
             mu = mu + (1.0 / lam).unsqueeze(1)
         sigma = nn.functional.softplus(self.sigma_head(hidden)) + 1e-6
+        if self.anchor is not None:
+            mu, sigma = self._anchored(numeric, hidden, mu, sigma)
         given = None
         if self.point_head is not None:
             given = nn.functional.softplus(self.point_head(hidden)).squeeze(1)
         return EGMParams(
             lam=lam, log_w=log_w, mu=mu, sigma=sigma, point_mass=self.point_mass, given=given
         )
+
+    def _anchored(
+        self, numeric: torch.Tensor, hidden: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last Gaussian at the video's duration (within 10 %), as narrow as it needs:
+        the full views' peak, which a mean computed from the hidden vector only finds
+        roughly. The duration comes back from its standardised log input."""
+        assert self.anchor is not None
+        log_ms = numeric[:, self.anchor_index] * self.duration_std + self.duration_mean
+        duration = (torch.exp(log_ms) - 1.0) / (1000.0 * self.label_scale)
+        duration = torch.clamp(duration, min=1e-3)
+        shift, width = self.anchor(hidden).unbind(dim=1)
+        centre = duration * torch.exp(0.1 * torch.tanh(shift))
+        spread = centre * (0.005 + nn.functional.softplus(width))
+        mu = torch.cat([mu[:, :-1], centre.unsqueeze(1)], dim=1)
+        sigma = torch.cat([sigma[:, :-1], spread.unsqueeze(1)], dim=1)
+        return mu, sigma
 
 
 class Calibration(nn.Module):

@@ -22,7 +22,7 @@ from model_export.models.d2q import DurationGroups
 from model_export.models.egmn import Calibration
 from model_export.training.baselines import BaselineRun, build_model
 from model_export.training.config import BaselineConfig, TrainConfig
-from model_export.training.egmn import EGMNRun, build_egmn, input_names
+from model_export.training.egmn import EGMNRun, build_egmn, duration_log_ms, input_names
 from model_export.training.loop import History
 from service.manifest import TrainingWindow
 
@@ -71,7 +71,13 @@ def save_run(run: Run, path: Path) -> None:
 
 def _egmn_run(ck: dict[str, Any], fitted: FittedFeatures) -> EGMNRun:
     config = TrainConfig(**_config_values(ck))
-    model = build_egmn(fitted.cardinalities, fitted.numeric_width, config, input_names(fitted))
+    model = build_egmn(
+        fitted.cardinalities,
+        fitted.numeric_width,
+        config,
+        input_names(fitted),
+        duration_log_ms(fitted),
+    )
     model.load_state_dict(ck["model"])
     model.eval()
     calibration = None

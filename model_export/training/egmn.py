@@ -24,7 +24,7 @@ import torch
 
 from model_export.data.features import FittedFeatures
 from model_export.data.prepared import Encoded, Prepared, training_window
-from model_export.models.backbone import TrunkOptions
+from model_export.models.backbone import DURATION_COLUMN, TrunkOptions
 from model_export.models.egm import EGMParams, egmn_loss, log_prob, soft_coverage
 from model_export.models.egmn import EGMN, Calibration, ServingEGMN
 from model_export.training.config import TrainConfig, check_inputs
@@ -36,7 +36,7 @@ from model_export.training.loop import (
     served_params,
 )
 from service.distributions import EGM
-from service.manifest import TrainingWindow
+from service.manifest import NumericFeature, TrainingWindow
 
 
 def predict_scaled(model: EGMN, data: Encoded, batch_size: int = 8192) -> EGMParams:
@@ -67,13 +67,14 @@ def train_egmn(
     progress: bool = True,
     label: str = "egmn",
     names: tuple[list[str], list[str]] = ([], []),
+    duration: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[EGMN, History]:
     """Fit EGMN with early stopping on the validation NLL; returns the best epoch's model.
 
     ``label`` starts each progress line (``egmn/2 epoch 3: ...``), so that a build's log says
     which of EGMN's runs is training."""
     seed_everything(config.seed, config.num_threads)
-    model = build_egmn(cardinalities, numeric_width, config, names)
+    model = build_egmn(cardinalities, numeric_width, config, names, duration)
     scale = config.label_scale
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -179,11 +180,20 @@ def input_names(fitted: FittedFeatures) -> tuple[list[str], list[str]]:
     return list(fitted.inputs[0].columns), list(fitted.inputs[1].columns)
 
 
+def duration_log_ms(fitted: FittedFeatures) -> tuple[float, float]:
+    """Mean and std of the standardised log duration, which the duration anchor inverts."""
+    for spec in fitted.features:
+        if isinstance(spec, NumericFeature) and spec.name == DURATION_COLUMN and spec.log1p:
+            return spec.mean, spec.std
+    return 0.0, 1.0
+
+
 def build_egmn(
     cardinalities: list[int],
     numeric_width: int,
     config: TrainConfig,
     names: tuple[list[str], list[str]] = ([], []),
+    duration: tuple[float, float] = (0.0, 1.0),
 ) -> EGMN:
     """The untrained network a configuration describes (``names``: :func:`input_names`,
     needed by the trunk options that read given columns)."""
@@ -200,6 +210,9 @@ def build_egmn(
         numeric_names=names[1],
         point_head=config.point_head,
         free_means=config.free_means,
+        duration_anchor=config.duration_anchor,
+        duration_log_ms=duration,
+        label_scale=config.label_scale,
     )
 
 
@@ -216,6 +229,7 @@ def train_on(
         progress=progress,
         label=label,
         names=input_names(prepared.fitted),
+        duration=duration_log_ms(prepared.fitted),
     )
 
 

@@ -37,6 +37,7 @@ from model_export.models.backbone import (
 )
 from model_export.models.egm import EGMParams, crps, egmn_loss, paper_point, point
 from model_export.models.egmn import EGMN, ServingEGMN
+from model_export.training.egmn import duration_log_ms
 from service.distributions import EGM
 
 # ----- the cross network --------------------------------------------------------------
@@ -133,6 +134,35 @@ def test_free_means_drop_the_bound_and_nothing_else() -> None:
     assert bool((p_free.mu < floor).all())
     torch.testing.assert_close(p_bound.sigma, p_free.sigma)
     torch.testing.assert_close(p_bound.log_w, p_free.log_w)
+
+
+def test_duration_anchor_centres_the_last_gaussian_on_the_duration() -> None:
+    mean, std = 11.0, 1.1
+    names = ["x", "duration_ms"]
+    torch.manual_seed(2)
+    model = EGMN(
+        [9],
+        2,
+        embedding_dim=4,
+        hidden=(8,),
+        n_gaussians=3,
+        categorical_names=["c"],
+        numeric_names=names,
+        duration_anchor=True,
+        duration_log_ms=(mean, std),
+        label_scale=10.0,
+    ).eval()
+    seconds = torch.tensor([2.0, 30.0, 95.0, 600.0], dtype=torch.float64)
+    z = (torch.log1p(seconds * 1000.0) - mean) / std
+    numeric = torch.stack([torch.randn(4, dtype=torch.float64), z], dim=1).float()
+    with torch.no_grad():
+        params = model(torch.tensor([[1], [2], [3], [4]]), numeric)
+    centre = params.mu[:, -1].double() * 10.0  # back to seconds
+    assert bool(((centre / seconds - 1.0).abs() <= 0.1 + 1e-5).all())
+    assert bool((params.sigma[:, -1] >= 0.005 * params.mu[:, -1] - 1e-7).all())
+    assert "duration_mean" in model.state_dict()  # a checkpoint carries the transform
+    with pytest.raises(ValueError, match="duration_ms"):
+        EGMN([9], 2, hidden=(8,), numeric_names=["x", "y"], duration_anchor=True)
 
 
 # ----- the CRPS term --------------------------------------------------------------------
@@ -280,6 +310,50 @@ def test_dcn_with_point_head_exports_like_torch(split: Split, tmp_path: Path) ->
     dist = EGM.from_params(got)
     np.testing.assert_allclose(dist.point(), reference["point"].double().numpy(), rtol=1e-5)
     assert not np.allclose(dist.point(), dist.paper_point())
+
+
+@pytest.mark.slow
+def test_duration_anchor_exports_like_torch(split: Split, tmp_path: Path) -> None:
+    train = split.train.iloc[:30_000]
+    rows = split.test.iloc[:2_000]
+    fitted = fit_features(train)
+    torch.manual_seed(4)
+    model = EGMN(
+        fitted.cardinalities,
+        fitted.numeric_width,
+        hidden=(32, 16),
+        point_mass=True,
+        categorical_names=fitted.inputs[0].columns,
+        numeric_names=fitted.inputs[1].columns,
+        duration_anchor=True,
+        duration_log_ms=duration_log_ms(fitted),
+    )
+    serving = ServingEGMN(model, None, 10.0).eval()
+    model_dir = tmp_path / "anchor" / "1"
+    write_model_dir(
+        model_dir,
+        serving,
+        fitted,
+        name="anchor",
+        version="1",
+        window=training_window(split),
+        evaluation=None,
+        extras={},
+    )
+    exported = load_served(model_dir)
+    with torch.no_grad():
+        enc = encode(fitted, rows)
+        reference = dict(
+            zip(serving.output_names(), serving(enc.categorical, enc.numeric), strict=True)
+        )
+    got = served_params(exported, raw_columns(rows, exported.manifest.source_columns()))
+    for name, value in got.items():
+        want = reference[name].double().numpy()
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    seconds = rows["duration_ms"].to_numpy(dtype=np.float64) / 1000.0
+    known = seconds > 0.001
+    ratio = got["mu"][known, -1] / seconds[known]
+    assert np.all(np.abs(ratio - 1.0) <= 0.1 + 1e-4)
 
 
 # ----- the history window -----------------------------------------------------------------
