@@ -142,6 +142,33 @@ def test_redis_misses_are_counted(client: AppClient) -> None:
     assert misses() == before + 2
 
 
+def test_a_corrupt_row_is_a_counted_error_not_a_500(
+    server: RedisServer, repository: ModelRepository
+) -> None:
+    """A row of the wrong length (a foreign writer, a torn value): the request is answered
+    with the columns missing and the lookup counted as failed."""
+    r = redis.Redis.from_url(server.url)
+    version = r.get(POINTER).decode()  # type: ignore[union-attr]
+    features, _ = request_rows(4, 10)
+    sent = {k: features[k] for k in REQUEST_TIME}
+    key, field = f"{PREFIX}:{version}:video", str(sent["video_id"][0])
+    original = r.hget(key, field)
+    assert original is not None
+    r.hset(key, field, b"\x01" * 7)
+    try:
+        for client in _app(repository, feature_store=server.url, feature_store_timeout_ms=2000.0):
+            got = _predict(client, sent)
+            assert len(got["expected_watch_time_s"]) == 4
+            assert all(np.isfinite(got["expected_watch_time_s"]))
+            text = client.get("/metrics").text
+            assert (
+                'watchtime_feature_lookup_errors_total{reason="unavailable",store="redis"} 1.0'
+                in text
+            )
+    finally:
+        r.hset(key, field, original)
+
+
 @pytest.fixture(scope="module")
 def nowhere(repository: ModelRepository) -> Iterator[AppClient]:
     """A Redis URL where nothing listens."""
