@@ -237,6 +237,9 @@ EGMN_CONFIGS: dict[str, dict[str, Any]] = {
     # its width relative to it. The distribution plots show the peak, which 20 log-spaced
     # buckets follow more closely than a mean computed from the hidden vector.
     "beta0.5-anchor": {"beta": 0.5, "duration_anchor": True},
+    # The anchor with the separate point head: the anchored component moves the paper's
+    # eq. 12 point, which a head trained by the L1 term alone does not depend on.
+    "beta0.5-anchor-pointhead": {"beta": 0.5, "duration_anchor": True, "point_head": True},
 }
 
 SERVED_CONFIG = "beta0.5"
