@@ -54,3 +54,21 @@ def test_capacity_weights_groups_by_rows_and_skips_tiny_ones() -> None:
     for column in ("histogram", "egm_free", "egm_bound"):
         want = (out["a"][column] * 100 + out["b"][column] * 300) / 400
         assert math.isclose(out["all"][column], want, rel_tol=1e-12)
+
+
+def test_the_tuning_report_section_says_what_the_figures_say() -> None:
+    from model_export.evaluation.tuning import limits_section
+
+    limits = {
+        "a": {"rows": 10.0, "histogram": 3.0, "egm_free": 2.9, "egm_bound": 3.2},
+        "all": {"rows": 10.0, "histogram": 3.0, "egm_free": 2.9, "egm_bound": 3.2},
+    }
+    results = {
+        "beta0.5": {"calibrated": {"nll_positive": 3.6}},
+        "beta0.5-anchor": {"calibrated": {"nll_positive": 3.45}},
+    }
+    text = limits_section(limits, results)
+    assert "| a | 10 | 3.0000 | 2.9000 | 3.2000 |" in text
+    assert "the bound costs 0.3000 nats" in text and "(2.9000 against 3.0000)" in text
+    assert "(`beta0.5-anchor`) changed it by -0.1500" in text
+    assert limits_section(None) == ""
