@@ -86,8 +86,8 @@ models: $(VENV)/.all
 	$(BIN)/python -m model_export build-all
 
 # The rebuild is bit for bit: on a clean git tree, `make models` twice, and after each build
-# `git status --porcelain` must be empty and every model.onnx keep its sha256. One to two
-# hours on 2 cores, so not part of `make test`; see model_export/reproduce.py. Each build is
+# `git status --porcelain` must be empty and every model.onnx keep its sha256. 15 to 25
+# minutes a build on 2 cores, so not part of `make test`; see model_export/reproduce.py. Each build is
 # compared with the committed tree, so `make reproduce RUNS=1` already checks a second build.
 RUNS ?= 2
 reproduce: $(VENV)/.all

@@ -387,7 +387,7 @@ def parser() -> Parser:
         "reproduce",
         "rebuild twice and check that nothing tracked changes (make reproduce)",
         "Run build-all RUNS times on a clean git tree; after each, git status must be empty\n"
-        "and every model.onnx must keep its sha256. About an hour per run on 2 cores.",
+        "and every model.onnx must keep its sha256. 15 to 25 minutes per run on 2 cores.",
     )
     reproduce.add_argument("--runs", type=int, default=2, metavar="N", help="builds to run")
     _dir(reproduce, "--models-dir", ROOT / "models", "the model repository")
