@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from model_export.data import load_joined, raw_columns, split_by_day
-from model_export.data.features import fit_features
+from model_export.data.features import FittedFeatures, fit_features
 from model_export.data.history import (
     HISTORY_FIELDS,
     PRIOR_VIEWS,
@@ -259,6 +259,39 @@ def split() -> Iterator[Split]:
     yield split_by_day(load_joined())
 
 
+def _exported_like_torch(
+    serving: ServingEGMN,
+    fitted: FittedFeatures,
+    split: Split,
+    rows: pd.DataFrame,
+    model_dir: Path,
+) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """Export ``serving``, answer ``rows`` through the served graph, and require every
+    parameter to equal torch's; returns both."""
+    write_model_dir(
+        model_dir,
+        serving,
+        fitted,
+        name=model_dir.parent.name,
+        version=model_dir.name,
+        window=training_window(split),
+        evaluation=None,
+        extras={},
+    )
+    exported = load_served(model_dir)
+    with torch.no_grad():
+        enc = encode(fitted, rows)
+        reference = dict(
+            zip(serving.output_names(), serving(enc.categorical, enc.numeric), strict=True)
+        )
+    got = served_params(exported, raw_columns(rows, exported.manifest.source_columns()))
+    assert set(got) == set(reference)
+    for name, value in got.items():
+        want = reference[name].double().numpy()
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    return got, reference
+
+
 @pytest.mark.slow
 def test_dcn_with_point_head_exports_like_torch(split: Split, tmp_path: Path) -> None:
     train = split.train.iloc[:30_000]
@@ -285,28 +318,7 @@ def test_dcn_with_point_head_exports_like_torch(split: Split, tmp_path: Path) ->
             layer[-1].weight.normal_(0.0, 0.1)
     serving = ServingEGMN(model, None, 10.0).eval()
     assert serving.output_names() == ["lambda", "weights", "mu", "sigma", "p0", "point"]
-    model_dir = tmp_path / "dcn" / "1"
-    write_model_dir(
-        model_dir,
-        serving,
-        fitted,
-        name="dcn",
-        version="1",
-        window=training_window(split),
-        evaluation=None,
-        extras={},
-    )
-    exported = load_served(model_dir)
-    with torch.no_grad():
-        enc = encode(fitted, rows)
-        reference = dict(
-            zip(serving.output_names(), serving(enc.categorical, enc.numeric), strict=True)
-        )
-    got = served_params(exported, raw_columns(rows, exported.manifest.source_columns()))
-    assert set(got) == set(reference)
-    for name, value in got.items():
-        want = reference[name].double().numpy()
-        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    got, reference = _exported_like_torch(serving, fitted, split, rows, tmp_path / "dcn" / "1")
     dist = EGM.from_params(got)
     np.testing.assert_allclose(dist.point(), reference["point"].double().numpy(), rtol=1e-5)
     assert not np.allclose(dist.point(), dist.paper_point())
@@ -329,27 +341,7 @@ def test_duration_anchor_exports_like_torch(split: Split, tmp_path: Path) -> Non
         duration_log_ms=duration_log_ms(fitted),
     )
     serving = ServingEGMN(model, None, 10.0).eval()
-    model_dir = tmp_path / "anchor" / "1"
-    write_model_dir(
-        model_dir,
-        serving,
-        fitted,
-        name="anchor",
-        version="1",
-        window=training_window(split),
-        evaluation=None,
-        extras={},
-    )
-    exported = load_served(model_dir)
-    with torch.no_grad():
-        enc = encode(fitted, rows)
-        reference = dict(
-            zip(serving.output_names(), serving(enc.categorical, enc.numeric), strict=True)
-        )
-    got = served_params(exported, raw_columns(rows, exported.manifest.source_columns()))
-    for name, value in got.items():
-        want = reference[name].double().numpy()
-        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    got, _ = _exported_like_torch(serving, fitted, split, rows, tmp_path / "anchor" / "1")
     seconds = rows["duration_ms"].to_numpy(dtype=np.float64) / 1000.0
     known = seconds > 0.001
     ratio = got["mu"][known, -1] / seconds[known]
