@@ -162,12 +162,7 @@ class DataPlane:
         if self.features is not None:
             try:
                 self.batchers.get(model).admit(n)  # a full queue refuses before the lookup
-                columns = await self.features.fill(model.sources, columns, n)
-                history = model.manifest.history
-                if history is not None and model.lookups is not None:
-                    columns = await self.features.fill_model_tables(
-                        history.sha256, model.table_reads, model.lookups, columns, n
-                    )
+                columns = await self.features.fill(model.sources, columns, n, model.model_tables)
             except BaseException:
                 if asyncio.iscoroutine(disconnected):
                     disconnected.close()  # never awaited now

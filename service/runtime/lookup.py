@@ -52,22 +52,34 @@ class TableRead:
     source: str
     statistics: tuple[str, ...]
 
-    def columns(self) -> list[str]:
-        """The stored columns this read fills (:func:`stored_column`, then the found flags)."""
-        names = [stored_column(self.table, self.source, s) for s in self.statistics]
-        return [*names, stored_found(self.table, self.source)]
 
+@dataclass(frozen=True)
+class ModelTables:
+    """What a store needs to read a model version's tables for a request: the file's sha256
+    (the tables' name in the store), the reads its lookup features make, and the tables
+    loaded from the model directory (the answer when the store cannot give one)."""
 
-def table_reads(manifest: Manifest) -> tuple[TableRead, ...]:
-    """The id searches a batch of the model's rows needs: one per table and id column."""
-    reads: dict[tuple[str, str], list[str]] = {}
-    for spec in manifest.features:
-        if isinstance(spec, LookupFeature):
-            reads.setdefault((spec.table, spec.source), []).append(spec.statistic)
-    return tuple(
-        TableRead(table, source, tuple(dict.fromkeys(statistics)))
-        for (table, source), statistics in reads.items()
-    )
+    sha256: str
+    reads: tuple[TableRead, ...]
+    local: LookupTables
+
+    @classmethod
+    def of(cls, manifest: Manifest, local: LookupTables | None) -> ModelTables | None:
+        """None for a model without lookup features."""
+        if manifest.history is None or local is None:
+            return None
+        reads: dict[tuple[str, str], list[str]] = {}
+        for spec in manifest.features:
+            if isinstance(spec, LookupFeature):
+                reads.setdefault((spec.table, spec.source), []).append(spec.statistic)
+        return cls(
+            manifest.history.sha256,
+            tuple(
+                TableRead(table, source, tuple(dict.fromkeys(statistics)))
+                for (table, source), statistics in reads.items()
+            ),
+            local,
+        )
 
 
 @dataclass(frozen=True)

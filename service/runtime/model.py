@@ -29,7 +29,7 @@ from service.distributions import Distribution, ParameterError, get_family
 from service.errors import FeatureError, InvalidInput, ModelLoadError
 from service.manifest import CategoricalFeature, LookupFeature, Manifest, verify_onnx_sha256
 from service.runtime.features import encode_features, required_columns
-from service.runtime.lookup import LookupTables, table_reads
+from service.runtime.lookup import LookupTables, ModelTables
 from service.runtime.postprocess import (
     NO_DISTRIBUTION,
     Params,
@@ -171,7 +171,7 @@ class ModelRuntime:
         self.manifest = manifest
         #: the history tables frozen at export, which the lookup features read
         self.lookups = lookups
-        self.table_reads = table_reads(manifest)
+        self.model_tables = ModelTables.of(manifest, lookups)
         self.path = path
         self.session = session
         self.family = family

@@ -52,7 +52,13 @@ from service import metrics
 from service.errors import FeatureError, FeatureStoreUnavailable
 from service.manifest import derived_once
 from service.runtime.features import _days_from_civil, find_rows
-from service.runtime.lookup import LookupTables, Table, TableRead
+from service.runtime.lookup import (
+    ModelTables,
+    Table,
+    TableRead,
+    stored_column,
+    stored_found,
+)
 
 log = logging.getLogger("watchtime.store")
 
@@ -437,68 +443,87 @@ class FeatureLookup:
         return self.plan(sources).fillable
 
     async def fill(
-        self, sources: Sequence[str], columns: Mapping[str, np.ndarray], n: int
+        self,
+        sources: Sequence[str],
+        columns: Mapping[str, np.ndarray],
+        n: int,
+        tables: ModelTables | None = None,
     ) -> Mapping[str, np.ndarray]:
-        """``columns`` with every column of ``sources`` they lack that the store holds.
+        """``columns`` with every column of ``sources`` they lack that the store holds, and,
+        when the store holds model versions' tables, the statistics of ``tables`` (see
+        :meth:`_fill_tables`); one duration observed per request.
 
         Raises FeatureError for a column that is neither sent nor can be looked up (its
         entity's key column is not sent either), and FeatureStoreUnavailable when the store
         fails and the policy requires it.
         """
-        if all(s in columns for s in sources):
+        entities = not all(s in columns for s in sources)
+        store = self.store
+        read_tables = tables is not None and isinstance(store, TableLookup)
+        if not entities and not read_tables:
             return columns
-        plan = self.plan(sources)
-        out = dict(columns)
         started = time.perf_counter()
-        extra: dict[str, np.ndarray] = {}
         try:
-            wanted: list[tuple[EntitySchema, tuple[str, ...], list[str]]] = []
-            for entity, entity_columns in plan.entities:
-                need = [c for c in entity_columns if c not in out]
-                need += [
-                    d.start
-                    for d in plan.derived
-                    if d.name not in out and d.start in entity.columns and d.start not in out
-                ]
-                need = list(dict.fromkeys(need))
-                if not need:
-                    continue
-                if entity.key not in out:
-                    raise FeatureError(
-                        need[0],
-                        f"required column is missing (send it, or {entity.key!r} to look it up by)",
-                    )
-                wanted.append((entity, entity_columns, need))
-            # The entities' lookups at once: on Redis, their round trips overlap.
-            answers = await asyncio.gather(
-                *(self._lookup(e, out[e.key], need, n) for e, _, need in wanted),
-                return_exceptions=True,
-            )
-            for (entity, entity_columns, _), answer in zip(wanted, answers, strict=True):
-                if isinstance(answer, BaseException):
-                    raise answer
-                values, hit = answer
-                if hit is not None:
-                    found = int(np.count_nonzero(hit))
-                    metrics.FEATURE_LOOKUP_HITS.labels(entity.name).inc(found)
-                    metrics.FEATURE_LOOKUP_MISSES.labels(entity.name).inc(n - found)
-                for name, value in values.items():
-                    if name in entity_columns:
-                        out[name] = value
-                    else:
-                        extra[name] = value
-            for rule in plan.derived:
-                if rule.name in out:
-                    continue
-                start = out.get(rule.start, extra.get(rule.start))
-                if start is None or rule.end not in out:
-                    missing = rule.end if start is not None else rule.start
-                    raise FeatureError(rule.name, f"required column is missing (or {missing!r})")
-                out[rule.name] = days_since(start, out[rule.end])
+            out = await self._fill_entities(sources, columns, n) if entities else dict(columns)
+            if read_tables:
+                assert tables is not None and isinstance(store, TableLookup)
+                await self._fill_tables(store, tables, out, n)
         finally:
             metrics.FEATURE_LOOKUP_DURATION.labels(self.store.name).observe(
                 time.perf_counter() - started
             )
+        return out
+
+    async def _fill_entities(
+        self, sources: Sequence[str], columns: Mapping[str, np.ndarray], n: int
+    ) -> dict[str, np.ndarray]:
+        """The entity tables' part of :meth:`fill`."""
+        plan = self.plan(sources)
+        out = dict(columns)
+        extra: dict[str, np.ndarray] = {}
+        wanted: list[tuple[EntitySchema, tuple[str, ...], list[str]]] = []
+        for entity, entity_columns in plan.entities:
+            need = [c for c in entity_columns if c not in out]
+            need += [
+                d.start
+                for d in plan.derived
+                if d.name not in out and d.start in entity.columns and d.start not in out
+            ]
+            need = list(dict.fromkeys(need))
+            if not need:
+                continue
+            if entity.key not in out:
+                raise FeatureError(
+                    need[0],
+                    f"required column is missing (send it, or {entity.key!r} to look it up by)",
+                )
+            wanted.append((entity, entity_columns, need))
+        # The entities' lookups at once: on Redis, their round trips overlap.
+        answers = await asyncio.gather(
+            *(self._lookup(e, out[e.key], need, n) for e, _, need in wanted),
+            return_exceptions=True,
+        )
+        for (entity, entity_columns, _), answer in zip(wanted, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            values, hit = answer
+            if hit is not None:
+                found = int(np.count_nonzero(hit))
+                metrics.FEATURE_LOOKUP_HITS.labels(entity.name).inc(found)
+                metrics.FEATURE_LOOKUP_MISSES.labels(entity.name).inc(n - found)
+            for name, value in values.items():
+                if name in entity_columns:
+                    out[name] = value
+                else:
+                    extra[name] = value
+        for rule in plan.derived:
+            if rule.name in out:
+                continue
+            start = out.get(rule.start, extra.get(rule.start))
+            if start is None or rule.end not in out:
+                missing = rule.end if start is not None else rule.start
+                raise FeatureError(rule.name, f"required column is missing (or {missing!r})")
+            out[rule.name] = days_since(start, out[rule.end])
         return out
 
     async def _lookup(
@@ -514,56 +539,34 @@ class FeatureLookup:
                 raise
             return {c: _empty(entity.columns[c], n) for c in columns}, None
 
-    def reads_model_tables(self) -> bool:
-        """Whether the store holds model versions' tables: then :meth:`fill_model_tables`
-        reads them there, else the model reads its own file."""
-        return isinstance(self.store, TableLookup)
+    async def _fill_tables(
+        self, store: TableLookup, tables: ModelTables, out: dict[str, np.ndarray], n: int
+    ) -> None:
+        """The statistics a model's lookup features read, from the store, into ``out``.
 
-    async def fill_model_tables(
-        self,
-        sha256: str,
-        reads: Sequence[TableRead],
-        local: LookupTables,
-        columns: Mapping[str, np.ndarray],
-        n: int,
-    ) -> Mapping[str, np.ndarray]:
-        """``columns`` with the statistics a model's lookup features read, from the store.
-
-        The model directory's own tables (``local``, the same bytes: the store holds them by
-        their sha256) answer instead when the store fails or does not hold them, the failure
+        The model directory's own tables (the same bytes: the store holds them by their
+        sha256) answer instead when the store fails or does not hold them, the failure
         counted; with ``WATCHTIME_FEATURE_STORE_REQUIRED`` it is a 503, as for the entities.
         Every request of the model gets these columns, so that batches merge them.
         """
-        store = self.store
-        if not isinstance(store, TableLookup):
-            return columns
-        out = dict(columns)
-        started = time.perf_counter()
-        try:
-            for read in reads:
-                ids = out[read.source]
-                label = f"history:{read.table}"
-                try:
-                    values, found = await store.lookup_table(
-                        sha256, read.table, read.statistics, ids
-                    )
-                except FeatureStoreUnavailable as exc:
-                    metrics.FEATURE_LOOKUP_ERRORS.labels(self.store.name, exc.reason).inc()
-                    if self.required:
-                        raise
-                    values, found = _local_read(local.table(read.table), read, ids)
-                else:
-                    hits = int(np.count_nonzero(found))
-                    metrics.FEATURE_LOOKUP_HITS.labels(label).inc(hits)
-                    metrics.FEATURE_LOOKUP_MISSES.labels(label).inc(n - hits)
-                for j, name in enumerate(read.columns()[:-1]):
-                    out[name] = values[:, j]
-                out[read.columns()[-1]] = found
-        finally:
-            metrics.FEATURE_LOOKUP_DURATION.labels(self.store.name).observe(
-                time.perf_counter() - started
-            )
-        return out
+        for read in tables.reads:
+            ids = out[read.source]
+            try:
+                values, found = await store.lookup_table(
+                    tables.sha256, read.table, read.statistics, ids
+                )
+            except FeatureStoreUnavailable as exc:
+                metrics.FEATURE_LOOKUP_ERRORS.labels(self.store.name, exc.reason).inc()
+                if self.required:
+                    raise
+                values, found = _local_read(tables.local.table(read.table), read, ids)
+            else:
+                hits = int(np.count_nonzero(found))
+                metrics.FEATURE_LOOKUP_HITS.labels(f"history:{read.table}").inc(hits)
+                metrics.FEATURE_LOOKUP_MISSES.labels(f"history:{read.table}").inc(n - hits)
+            for j, statistic in enumerate(read.statistics):
+                out[stored_column(read.table, read.source, statistic)] = values[:, j]
+            out[stored_found(read.table, read.source)] = found
 
     async def close(self) -> None:
         await self.store.close()
