@@ -27,6 +27,7 @@ from tests.support.api import AppClient, client_for, request_rows
 from tests.support.grpc import Client, outputs_of, request
 from tests.support.hostile import ServiceProcess, metric_value
 from tests.support.hostile import request as http_request
+from tests.support.metrics import delta, scrape
 from tests.support.redis import RedisServer, publish
 from tests.support.v2 import json_inputs, tensor_columns
 
@@ -124,22 +125,13 @@ def test_redis_answers_like_every_column(client: AppClient) -> None:
 
 
 def test_redis_misses_are_counted(client: AppClient) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    def misses() -> float:
-        for family in text_string_to_metric_families(client.get("/metrics").text):
-            for sample in family.samples:
-                name, labels = sample.name, sample.labels
-                if name == "watchtime_feature_lookup_misses_total" and labels["entity"] == "user":
-                    return float(sample.value)
-        return 0.0
-
     features, _ = request_rows(3, 10)
     sent = {k: features[k] for k in REQUEST_TIME}
     sent["user_id"] = [sent["user_id"][0], 77_777_777, None]
-    before = misses()
+    before = scrape(client)
     assert len(_predict(client, sent)["expected_watch_time_s"]) == 3
-    assert misses() == before + 2
+    misses = "watchtime_feature_lookup_misses_total"
+    assert delta(before, scrape(client), misses, entity="user") == 2
 
 
 def test_a_corrupt_row_is_a_counted_error_not_a_500(
@@ -157,14 +149,12 @@ def test_a_corrupt_row_is_a_counted_error_not_a_500(
     r.hset(key, field, b"\x01" * 7)
     try:
         for client in _app(repository, feature_store=server.url, feature_store_timeout_ms=2000.0):
+            before = scrape(client)
             got = _predict(client, sent)
             assert len(got["expected_watch_time_s"]) == 4
             assert all(np.isfinite(got["expected_watch_time_s"]))
-            text = client.get("/metrics").text
-            assert (
-                'watchtime_feature_lookup_errors_total{reason="unavailable",store="redis"} 1.0'
-                in text
-            )
+            errors = "watchtime_feature_lookup_errors_total"
+            assert delta(before, scrape(client), errors, reason="unavailable", store="redis") == 1
     finally:
         r.hset(key, field, original)
 

@@ -15,7 +15,6 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from model_export.data import load_joined, split_by_day
 from model_export.data.prepared import Prepared, prepare_split
@@ -28,6 +27,7 @@ from service.runtime.repository import ModelRepository, load_repository
 from tests.support import free_port
 from tests.support.api import AppClient, client_for, json_columns
 from tests.support.history import write_history_model
+from tests.support.metrics import delta, scrape
 from tests.support.redis import RedisServer, publish
 
 pytestmark = pytest.mark.slow
@@ -98,13 +98,8 @@ def _means(client: AppClient, features: dict[str, Any]) -> np.ndarray:
     return np.asarray(response.json()["expected_watch_time_s"])
 
 
-def _metric(client: AppClient, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += float(sample.value)
-    return total
+HITS = ("watchtime_feature_lookup_hits_total", frozenset({("entity", "history:user_id")}))
+ERRORS = "watchtime_feature_lookup_errors_total"
 
 
 def test_publishing_again_is_a_no_op(server: RedisServer, model_root: Path) -> None:
@@ -118,10 +113,9 @@ def test_redis_answers_as_the_model_directory_does(
     prepared: Prepared, manifest: Manifest, embedded: AppClient, on_redis: AppClient
 ) -> None:
     features = _rows(prepared, 300, manifest.source_columns())
-    before = _metric(on_redis, "watchtime_feature_lookup_hits_total", entity="history:user_id")
+    before = scrape(on_redis).get(HITS, 0.0)  # a model table's series starts at its first use
     np.testing.assert_array_equal(_means(on_redis, features), _means(embedded, features))
-    after = _metric(on_redis, "watchtime_feature_lookup_hits_total", entity="history:user_id")
-    assert after - before > 100  # most test-day users have earlier views
+    assert scrape(on_redis)[HITS] - before > 100  # most test-day users have earlier views
     # ids only: the entity columns and the model's tables both from Redis
     ids_only = _rows(prepared, 300, REQUEST_TIME)
     np.testing.assert_allclose(_means(on_redis, ids_only), _means(embedded, features), rtol=1e-12)
@@ -167,8 +161,14 @@ def test_unpublished_or_unreachable_tables_fall_back_to_the_file(
     reference = _means(embedded, features)
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     for client in _client(model_root, repository, feature_store=nowhere):
+        before = scrape(client)
         np.testing.assert_array_equal(_means(client, features), reference)
-        assert _metric(client, "watchtime_feature_lookup_errors_total", store="redis") >= 1
+        after = scrape(client)
+        failed = sum(
+            delta(before, after, ERRORS, store="redis", reason=reason)
+            for reason in ("unavailable", "timeout")
+        )
+        assert failed >= 1
     assert manifest.history is not None
     r = redis.Redis.from_url(server.url)
     marker = model_tables_key(manifest.history.sha256)
@@ -176,10 +176,9 @@ def test_unpublished_or_unreachable_tables_fall_back_to_the_file(
     r.delete(marker)
     try:
         for client in _client(model_root, repository, feature_store=server.url):
+            before = scrape(client)
             np.testing.assert_array_equal(_means(client, features), reference)
-            errors = _metric(
-                client, "watchtime_feature_lookup_errors_total", store="redis", reason="no_tables"
-            )
+            errors = delta(before, scrape(client), ERRORS, store="redis", reason="no_tables")
             assert errors >= 3  # user, video and author tables
         for client in _client(
             model_root, repository, feature_store=server.url, feature_store_required=True
