@@ -61,6 +61,7 @@ from redis.exceptions import RedisError
 
 from service.errors import FeatureStoreUnavailable
 from service.runtime.features import known_ids
+from service.runtime.lookup import TableRead
 from service.runtime.store import (
     BoolArray,
     EntitySchema,
@@ -198,18 +199,19 @@ class RedisStore:
         return out, found
 
     async def lookup_table(
-        self, sha256: str, table: str, statistics: Sequence[str], ids: np.ndarray
+        self, sha256: str, read: TableRead, ids: np.ndarray
     ) -> tuple[np.ndarray, BoolArray]:
-        """A model version's table (by its file's sha256): the ``statistics`` of each row's
-        id as a (rows, statistics) float64 matrix, NaN where no row, and which were found."""
+        """A model version's table (by its file's sha256): the statistics of ``read`` for
+        each row's id as a (rows, statistics) float64 matrix, NaN where no row, and which
+        rows were found."""
 
         async def locate() -> tuple[str, Mapping[str, int]]:
-            positions = await self._model_table(sha256, table)
-            if any(s not in positions for s in statistics):
-                raise FeatureStoreUnavailable("no_tables", f"table {table!r} lacks statistics")
-            return model_table_key(sha256, table), positions
+            positions = await self._model_table(sha256, read.table)
+            if any(s not in positions for s in read.statistics):
+                raise FeatureStoreUnavailable("no_tables", f"table {read.table!r} lacks statistics")
+            return model_table_key(sha256, read.table), positions
 
-        return await self._read(table, ids, locate, statistics)
+        return await self._read(read.source, ids, locate, read.statistics)
 
     async def _read(
         self,

@@ -231,7 +231,7 @@ class TableLookup(Protocol):
     sha256 (see :mod:`service.runtime.redis_store`)."""
 
     async def lookup_table(
-        self, sha256: str, table: str, statistics: Sequence[str], ids: np.ndarray
+        self, sha256: str, read: TableRead, ids: np.ndarray
     ) -> tuple[np.ndarray, BoolArray]: ...
 
 
@@ -552,9 +552,7 @@ class FeatureLookup:
         for read in tables.reads:
             ids = out[read.source]
             try:
-                values, found = await store.lookup_table(
-                    tables.sha256, read.table, read.statistics, ids
-                )
+                values, found = await store.lookup_table(tables.sha256, read, ids)
             except FeatureStoreUnavailable as exc:
                 metrics.FEATURE_LOOKUP_ERRORS.labels(self.store.name, exc.reason).inc()
                 if self.required:
