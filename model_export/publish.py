@@ -64,6 +64,18 @@ def _category_lists(store: EmbeddedStore) -> dict[str, dict[str, list[str]]]:
     }
 
 
+def _write_rows(
+    client: redis.Redis, key: str, ids: np.ndarray, matrix: np.ndarray, batch: int, bar: tqdm
+) -> None:
+    """One hash: a field per id holding its row (``encode_rows``), ``batch`` rows per HSET."""
+    rows = encode_rows(matrix)
+    keys = ids.tolist()
+    for start in range(0, len(keys), batch):
+        part = range(start, min(start + batch, len(keys)))
+        client.hset(key, mapping={keys[i]: rows[i] for i in part})
+        bar.update(len(part))
+
+
 def publish_model_tables(
     url: str, model_dir: Path, batch: int = 2000, progress: bool = True
 ) -> str | None:
@@ -89,16 +101,10 @@ def publish_model_tables(
     ) as bar:
         for name, statistics in layout.items():
             table = tables.table(name)
-            matrix = (
-                np.stack([table.columns[s] for s in statistics], axis=1) if statistics else None
-            )
-            rows = encode_rows(matrix if matrix is not None else np.empty((table.ids.size, 0)))
-            ids = table.ids.tolist()
-            key = model_table_key(sha, name)
-            for start in range(0, len(ids), batch):
-                part = range(start, min(start + batch, len(ids)))
-                client.hset(key, mapping={ids[i]: rows[i] for i in part})
-                bar.update(len(part))
+            matrix = np.empty((table.ids.size, len(statistics)), dtype=np.float64)
+            for j, statistic in enumerate(statistics):
+                matrix[:, j] = table.columns[statistic]
+            _write_rows(client, model_table_key(sha, name), table.ids, matrix, batch, bar)
     client.set(model_tables_key(sha), json.dumps(layout))
     return sha
 
@@ -118,13 +124,8 @@ def publish_features(
     ) as bar:
         for entity in schema.entities:
             table = store.tables[entity.name]
-            rows = encode_rows(_matrix(table))
-            ids = table.ids.tolist()
             key = table_key(version, entity.name)
-            for start in range(0, len(ids), batch):
-                part = range(start, min(start + batch, len(ids)))
-                client.hset(key, mapping={ids[i]: rows[i] for i in part})
-                bar.update(len(part))
+            _write_rows(client, key, table.ids, _matrix(table), batch, bar)
     client.set(categories_key(version), json.dumps(_category_lists(store)))
     client.set(schema_key(version), schema.to_json())
     client.rpush(VERSIONS, version)
