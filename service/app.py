@@ -44,10 +44,11 @@ from service.protocol.v2.endpoints import router as v2_router
 from service.protocol.v2.repository import router as repository_router
 from service.protocol.web.pages import install_pages
 from service.runtime.batcher import BatchConfig, Batchers
+from service.runtime.fill import FeatureLookup
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelControl, ModelRepository
 from service.runtime.state import ServiceState
-from service.runtime.store import FeatureLookup, Lookup, load_embedded
+from service.runtime.store import Lookup, load_embedded
 
 if TYPE_CHECKING:
     from service.protocol.grpc.server import GrpcFront

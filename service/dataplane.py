@@ -6,7 +6,7 @@ gets back; everything between is here, once, and knows neither HTTP nor JSON (ML
 
     resolve the model -> admit its rows (before the expensive decoding, where the row count
     is known early) -> fill the columns it left out from the feature store, by id (once, for
-    every protocol alike; see :mod:`service.runtime.store`) -> the model's batcher (one
+    every protocol alike; see :mod:`service.runtime.fill`) -> the model's batcher (one
     batch: encode, onnxruntime, post-process, on the process's worker thread) -> its own
     rows' Prediction
 
@@ -30,11 +30,11 @@ from service.budget import ByteBudget
 from service.config import Settings
 from service.errors import ClientGone, NotReady
 from service.runtime.batcher import Batchers
+from service.runtime.fill import FeatureLookup
 from service.runtime.model import ModelRuntime
 from service.runtime.prediction import Prediction, PredictOptions
 from service.runtime.repository import ModelRepository
 from service.runtime.state import ServiceState
-from service.runtime.store import FeatureLookup
 
 __all__ = ["DataPlane", "RequestRecord"]
 

@@ -17,12 +17,8 @@ from service import metrics
 from service.errors import FeatureError, FeatureStoreUnavailable
 from service.manifest import Manifest
 from service.runtime.features import encode_features
-from service.runtime.store import (
-    EmbeddedStore,
-    EntitySchema,
-    FeatureLookup,
-    load_embedded,
-)
+from service.runtime.fill import FeatureLookup
+from service.runtime.store import EmbeddedStore, EntitySchema, load_embedded
 from tests.support import ROOT
 from tests.support.api import SHIPPED, held_out_day, request_rows
 
