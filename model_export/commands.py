@@ -272,25 +272,25 @@ def tune(args: argparse.Namespace) -> None:
     """Validation-day tuning of EGMN (evaluation.tuning); never reads the test day's labels."""
     import json
 
-    from model_export.evaluation import tuning
+    from model_export.evaluation import tuning, tuning_report
 
     tuning.set_threads()
     if args.config is not None:
         config = tuning.config_of(args.config)
         prepared = prepare(args.data_dir, config.history, config.history_options())
         result = tuning.run_config(prepared, args.config, args.runs_dir, not args.quiet)
-        print(tuning.table({f"{args.config} calibrated": result["calibrated"]}))
+        print(tuning_report.table({f"{args.config} calibrated": result["calibrated"]}))
     if args.shipped:
         shipped = tuning.score_shipped(args.models_dir, split_by_day(load_joined(args.data_dir)))
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         (args.runs_dir / "shipped.json").write_text(json.dumps(shipped, indent=1))
-        print(tuning.table(shipped))
+        print(tuning_report.table(shipped))
     if args.noise:
         split = split_by_day(load_joined(args.data_dir))
         noise = tuning.score_seeds(args.models_dir, args.seeds_dir, split)
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         (args.runs_dir / "noise.json").write_text(json.dumps(noise, indent=1))
-        print(tuning.table({f"seed run {i}": m for i, m in enumerate(noise)}))
+        print(tuning_report.table({f"seed run {i}": m for i, m in enumerate(noise)}))
     if args.capacity:
         from model_export.evaluation.capacity import capacity, capacity_table
 
@@ -316,13 +316,13 @@ def tune(args: argparse.Namespace) -> None:
             split = split_by_day(load_joined(args.data_dir))
             shipped["d2q (offline run)"] = tuning.score_d2q_validation(d2q, split)
         results = tuning.load_results(args.runs_dir)
-        budget = tuning.BUDGET.format(n=len(results))
+        budget = tuning_report.BUDGET.format(n=len(results))
         path = args.reports_dir / "tuning.md"
         noise_path = args.runs_dir / "noise.json"
         noise = json.loads(noise_path.read_text()) if noise_path.exists() else []
         limits_path = args.runs_dir / "capacity.json"
         limits = json.loads(limits_path.read_text()) if limits_path.exists() else None
-        winner = tuning.write_tuning_report(path, shipped, results, budget, noise, limits)
+        winner = tuning_report.write_tuning_report(path, shipped, results, budget, noise, limits)
         print(f"wrote {path}; chosen: {winner}")
 
 

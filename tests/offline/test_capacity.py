@@ -57,7 +57,7 @@ def test_capacity_weights_groups_by_rows_and_skips_tiny_ones() -> None:
 
 
 def test_the_tuning_report_section_says_what_the_figures_say() -> None:
-    from model_export.evaluation.tuning import limits_section
+    from model_export.evaluation.tuning_report import limits_section
 
     limits = {
         "a": {"rows": 10.0, "histogram": 3.0, "egm_free": 2.9, "egm_bound": 3.2},

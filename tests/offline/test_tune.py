@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from model_export.evaluation import tuning as tune
+from model_export.evaluation import tuning_report as report
 from model_export.training.config import TrainConfig
 
 SHIPPED = {"mae_point": 10.0, "crps": 5.0, "nll_positive": 3.0}
@@ -23,14 +24,14 @@ def test_choose_takes_lowest_crps_within_mae_tolerance() -> None:
         "kept": _m(10.05, 4.8, 2.9),
         "second": _m(9.0, 4.9, 2.5),
     }
-    assert tune.choose(SHIPPED, candidates) == "kept"
+    assert report.choose(SHIPPED, candidates) == "kept"
 
 
 def test_choose_keeps_shipped_unless_crps_and_nll_both_improve() -> None:
-    assert tune.choose(SHIPPED, {"worse_nll": _m(10.0, 4.0, 3.1)}) is None
-    assert tune.choose(SHIPPED, {"worse_crps": _m(10.0, 5.1, 2.0)}) is None
-    assert tune.choose(SHIPPED, {"no_point": _m(11.0, 4.0, 2.0)}) is None
-    assert tune.choose(SHIPPED, {}) is None
+    assert report.choose(SHIPPED, {"worse_nll": _m(10.0, 4.0, 3.1)}) is None
+    assert report.choose(SHIPPED, {"worse_crps": _m(10.0, 5.1, 2.0)}) is None
+    assert report.choose(SHIPPED, {"no_point": _m(11.0, 4.0, 2.0)}) is None
+    assert report.choose(SHIPPED, {}) is None
 
 
 @pytest.mark.parametrize("n", [2, 7, 22000])
@@ -53,13 +54,13 @@ def test_configurations_change_only_what_they_name() -> None:
 
 
 def test_table_formats_and_marks_missing() -> None:
-    text = tune.table({"a": {"crps": 13.14159, "mae_point": float("nan")}})
+    text = report.table({"a": {"crps": 13.14159, "mae_point": float("nan")}})
     row = text.splitlines()[2]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "a"
-    assert cells[1 + tune.COLUMNS.index("crps")] == "13.1416"
-    assert cells[1 + tune.COLUMNS.index("mae_point")] == "n/a"
-    assert cells[1 + tune.COLUMNS.index("nll_positive")] == "n/a"
+    assert cells[1 + report.COLUMNS.index("crps")] == "13.1416"
+    assert cells[1 + report.COLUMNS.index("mae_point")] == "n/a"
+    assert cells[1 + report.COLUMNS.index("nll_positive")] == "n/a"
 
 
 def test_report_states_the_decision(tmp_path: Path) -> None:
@@ -72,19 +73,19 @@ def test_report_states_the_decision(tmp_path: Path) -> None:
         "uncalibrated": _m(10.0, 4.6, 3.2),
     }
     path = tmp_path / "tuning.md"
-    winner = tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"beta0.5": result}, "none")
+    winner = report.write_tuning_report(path, {"egmn/1": SHIPPED}, {"beta0.5": result}, "none")
     assert winner == "beta0.5"
     text = path.read_text()
     assert "`beta0.5` meets the rule" in text and "egmn beta0.5, calibrated on 1st half" in text
     assert "## Second round (issue 16)\n\nNot run yet." in text
     loser = dict(result, calibrated=_m(10.0, 5.5, 2.9))
-    assert tune.write_tuning_report(path, {"egmn/1": SHIPPED}, {"k16": loser}, "none") is None
+    assert report.write_tuning_report(path, {"egmn/1": SHIPPED}, {"k16": loser}, "none") is None
     assert "No configuration meets the rule" in path.read_text()
 
 
 def _wide(mae: float, crps: float, nll: float) -> dict[str, float]:
     return {
-        **dict.fromkeys(tune.NOISE_COLUMNS, 0.5),
+        **dict.fromkeys(report.NOISE_COLUMNS, 0.5),
         **_full(mae, crps, nll),
         "mae_median": mae,
     }
@@ -114,7 +115,7 @@ def test_second_round_section_names_the_winner_and_the_point(tmp_path: Path) -> 
     }
     noise = [_wide(10.0, 5.0, 3.0), {**_wide(10.05, 5.05, 3.02), "xauc_point": 0.662}]
     path = tmp_path / "tuning.md"
-    tune.write_tuning_report(path, {"egmn/1": SHIPPED}, results, "none", noise)
+    report.write_tuning_report(path, {"egmn/1": SHIPPED}, results, "none", noise)
     text = path.read_text()
     assert "`beta0.5-crps` meets the rule" in text
     assert "`beta0.5-dcn`: CRPS -0.010" in text and "does not qualify" in text
@@ -149,33 +150,33 @@ NOISE = {"crps": 0.05, "nll_positive": 0.02, "xauc_point": 0.002, "mae_point": 0
 
 
 def test_seed_noise_is_the_range_over_seeds() -> None:
-    runs = [dict.fromkeys(tune.NOISE_COLUMNS, v) for v in (1.0, 1.5, 1.2)]
-    assert tune.seed_noise(runs) == dict.fromkeys(tune.NOISE_COLUMNS, 0.5)
+    runs = [dict.fromkeys(report.NOISE_COLUMNS, v) for v in (1.0, 1.5, 1.2)]
+    assert report.seed_noise(runs) == dict.fromkeys(report.NOISE_COLUMNS, 0.5)
 
 
 def test_lever_must_beat_noise_on_crps_and_nll() -> None:
     ref = _full(10.0, 5.0, 3.0)
-    assert tune.qualifies(ref, _full(10.0, 4.9, 2.9), NOISE)
-    assert not tune.qualifies(ref, _full(10.0, 4.96, 2.9), NOISE)  # CRPS within noise
-    assert not tune.qualifies(ref, _full(10.0, 4.9, 2.99), NOISE)  # NLL within noise
-    assert not tune.qualifies(ref, _full(10.06, 4.9, 2.9), NOISE)  # MAE 0.6 % worse
-    assert not tune.qualifies(ref, _full(10.0, 4.9, 2.9, 0.657), NOISE)  # XAUC lost
+    assert report.qualifies(ref, _full(10.0, 4.9, 2.9), NOISE)
+    assert not report.qualifies(ref, _full(10.0, 4.96, 2.9), NOISE)  # CRPS within noise
+    assert not report.qualifies(ref, _full(10.0, 4.9, 2.99), NOISE)  # NLL within noise
+    assert not report.qualifies(ref, _full(10.06, 4.9, 2.9), NOISE)  # MAE 0.6 % worse
+    assert not report.qualifies(ref, _full(10.0, 4.9, 2.9, 0.657), NOISE)  # XAUC lost
     off = dict(_full(10.0, 4.9, 2.9), **{"coverage_0.9": 0.87})
-    assert not tune.qualifies(ref, off, NOISE)
+    assert not report.qualifies(ref, off, NOISE)
 
 
 def test_ties_on_crps_go_to_the_simpler_configuration() -> None:
     ref = _full(10.0, 5.0, 3.0)
     candidates = {"combo": _full(10.0, 4.80, 2.9), "one": _full(10.0, 4.84, 2.9)}
-    assert tune.choose_lever(ref, candidates, NOISE, {"combo": 3, "one": 1}) == "one"
+    assert report.choose_lever(ref, candidates, NOISE, {"combo": 3, "one": 1}) == "one"
     candidates["combo"] = _full(10.0, 4.70, 2.9)
-    assert tune.choose_lever(ref, candidates, NOISE, {"combo": 3, "one": 1}) == "combo"
-    assert tune.choose_lever(ref, {"x": _full(10, 5.0, 3.0)}, NOISE, {"x": 1}) is None
+    assert report.choose_lever(ref, candidates, NOISE, {"combo": 3, "one": 1}) == "combo"
+    assert report.choose_lever(ref, {"x": _full(10, 5.0, 3.0)}, NOISE, {"x": 1}) is None
 
 
 def test_point_changes_only_beyond_the_noise() -> None:
     eq12 = {"mae": 18.0, "xauc": 0.670}
-    assert tune.choose_point({"eq12": eq12, "median": {"mae": 17.98, "xauc": 0.67}}, NOISE) == (
+    assert report.choose_point({"eq12": eq12, "median": {"mae": 17.98, "xauc": 0.67}}, NOISE) == (
         "eq12"
     )
     options = {
@@ -183,4 +184,4 @@ def test_point_changes_only_beyond_the_noise() -> None:
         "median": {"mae": 17.9, "xauc": 0.669},
         "head": {"mae": 17.8, "xauc": 0.66},
     }
-    assert tune.choose_point(options, NOISE) == "median"
+    assert report.choose_point(options, NOISE) == "median"
