@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from model_export import cli
+from model_export import checks, cli
 from model_export.models.names import SERVED, TRAINABLE
 from model_export.training.config import EGMN_CONFIGS, TrainConfig, named_config
 from tests.support import ROOT
@@ -174,10 +174,10 @@ def test_cli_constants_match_the_modules_they_stand_in_for() -> None:
     from model_export.data.kuairand import DEFAULT_DATA_DIR
     from model_export.training.checkpoint import CHECKPOINT
 
-    assert cli.CHECKPOINT == CHECKPOINT
-    assert cli.DEFAULT_DATA_DIR == DEFAULT_DATA_DIR
+    assert checks.CHECKPOINT == CHECKPOINT
+    assert checks.DEFAULT_DATA_DIR == DEFAULT_DATA_DIR
     source = (ROOT / "model_export" / "data" / "kuairand.py").read_text()
-    for name in cli.DATA_FILES:
+    for name in checks.DATA_FILES:
         assert f'"{name}"' in source
 
 
