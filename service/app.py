@@ -43,7 +43,8 @@ from service.protocol.schemas import request_examples, v2_examples
 from service.protocol.v2.endpoints import router as v2_router
 from service.protocol.v2.repository import router as repository_router
 from service.protocol.web.pages import install_pages
-from service.runtime.batcher import BatchConfig, Batchers
+from service.runtime.batcher import BatchConfig
+from service.runtime.batchers import Batchers
 from service.runtime.fill import FeatureLookup
 from service.runtime.model import SessionConfig
 from service.runtime.repository import ModelControl, ModelRepository

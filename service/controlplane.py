@@ -15,7 +15,7 @@
 Loading runs on a thread of its own (:class:`~service.runtime.repository.ModelControl` does
 the work), never on the event loop or the batch worker's thread, and a version is published
 only once it is warmed up. The versions taken out of the index hand their batchers over to
-:meth:`~service.runtime.batcher.Batchers.retire`, so the requests they hold finish on them.
+:meth:`~service.runtime.batchers.Batchers.retire`, so the requests they hold finish on them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import ModelControlDisabled, NotReady
-from service.runtime.batcher import Batchers
+from service.runtime.batchers import Batchers
 from service.runtime.repository import ModelControl, SyncResult
 
 log = logging.getLogger("watchtime.control")

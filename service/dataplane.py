@@ -29,7 +29,7 @@ from service import metrics
 from service.budget import ByteBudget
 from service.config import Settings
 from service.errors import ClientGone, NotReady
-from service.runtime.batcher import Batchers
+from service.runtime.batchers import Batchers
 from service.runtime.fill import FeatureLookup
 from service.runtime.model import ModelRuntime
 from service.runtime.prediction import Prediction, PredictOptions
