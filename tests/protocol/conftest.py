@@ -1,4 +1,5 @@
-"""Fixtures of the protocol tests: the independent reference and a real uvicorn server."""
+"""Fixtures of the protocol tests: the independent reference, a real uvicorn server, and a
+whole service process with its gRPC port."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from service.config import Settings
 from service.runtime.repository import ModelRepository
 from tests.support import MODELS
 from tests.support.api import LiveServer, Reference
+from tests.support.hostile import ServiceProcess
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +27,14 @@ def live(repository: ModelRepository) -> Iterator[LiveServer]:
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_service() -> Iterator[ServiceProcess]:
+    """``python -m service`` with gRPC on, one per test module that asks."""
+    svc = ServiceProcess(grpc=True)
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()

@@ -187,16 +187,6 @@ def test_without_a_store_every_column_is_required(no_store: AppClient) -> None:
     assert "required feature column is missing" in response.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def grpc_service() -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(grpc=True)
-    try:
-        svc.wait_ready()
-        yield svc
-    finally:
-        svc.stop()
-
-
 def test_grpc_ids_only_equals_every_column(grpc_service: ServiceProcess) -> None:
     client = Client(grpc_service.grpc_port)
     try:

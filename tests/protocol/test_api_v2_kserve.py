@@ -97,16 +97,6 @@ def test_kserve_rest_client(client: AppClient, binary: bool) -> None:
         client.loop.run_until_complete(rest.close())
 
 
-@pytest.fixture(scope="module")
-def grpc_service() -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(grpc=True)
-    try:
-        svc.wait_ready()
-        yield svc
-    finally:
-        svc.stop()
-
-
 @pytest.mark.parametrize("binary", [False, True], ids=["typed_contents", "raw_contents"])
 def test_kserve_grpc_client(grpc_service: ServiceProcess, binary: bool) -> None:
     import asyncio
