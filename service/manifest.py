@@ -257,6 +257,11 @@ class Manifest(_Strict):
     history: HistoryTables | None = Field(
         default=None, description="the tables the lookup features read (absent without them)"
     )
+    point: Literal["model", "median"] = Field(
+        default="model",
+        description="what point_s is: the family's own point ('model') or the served "
+        "distribution's median ('median'); absent means 'model'",
+    )
 
     @model_validator(mode="after")
     def _check_columns(self) -> Manifest:
@@ -305,10 +310,12 @@ class Manifest(_Strict):
 
     def document(self) -> dict[str, Any]:
         """The JSON document of the manifest. Without history tables the block is left out,
-        so a model without lookup features has the very manifest it had before the block
-        existed (on disk and as ``GET /v1/models/{m}`` publishes it)."""
-        exclude = {"history"} if self.history is None else None
-        return self.model_dump(mode="json", exclude=exclude)
+        and so is ``point`` at its default, so a model without them has the very manifest it
+        had before they existed (on disk and as ``GET /v1/models/{m}`` publishes it)."""
+        exclude = set() if self.history is not None else {"history"}
+        if self.point == "model":
+            exclude.add("point")
+        return self.model_dump(mode="json", exclude=exclude or None)
 
     def to_json(self) -> str:
         """Serialise deterministically (stable key order, newline at the end) for diffs."""

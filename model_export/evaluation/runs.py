@@ -34,11 +34,12 @@ def run_egmn(
     run = fit_egmn(prepared, config, calibrate=calibrate, progress=progress, label=label)
     y = prepared.test.y.double().numpy()
     run.metrics["uncalibrated"] = evaluate_distribution(
-        predict_distribution(run.serving(calibrated=False), prepared.test), y
+        predict_distribution(run.serving(calibrated=False), prepared.test, run.config.point), y
     )
     if run.calibration is not None:
         run.metrics["calibrated"] = evaluate_distribution(
-            predict_distribution(run.serving(calibrated=True), prepared.test), y
+            predict_distribution(run.serving(calibrated=True), prepared.test, run.config.point),
+            y,
         )
     run.seconds = time.perf_counter() - start
     return run

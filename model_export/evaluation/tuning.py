@@ -169,6 +169,8 @@ def finish(prepared: Prepared, run: EGMNRun) -> EGMNRun:
     run.calibration = fit_calibration(run.model, prepared.validation, run.config)
     y = prepared.test.y.double().numpy()
     for key, calibrated in (("uncalibrated", False), ("calibrated", True)):
-        dist = predict_distribution(run.serving(calibrated=calibrated), prepared.test)
+        dist = predict_distribution(
+            run.serving(calibrated=calibrated), prepared.test, run.config.point
+        )
         run.metrics[key] = evaluate_distribution(dist, y)
     return run

@@ -5,6 +5,7 @@ frozen history tables, for a model with history features."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from model_export.data.attribution import KUAIRAND, LICENSE_TEXT
 from model_export.data.features import FittedFeatures
@@ -54,6 +55,7 @@ def write_model_dir(
     attribution: Attribution = KUAIRAND,
     license_text: str = LICENSE_TEXT,
     family: str = "egm",
+    point: Literal["model", "median"] = "model",
 ) -> Manifest:
     """Write model.onnx, manifest.json (through the shared schema) and ATTRIBUTION.txt, and
     history.npz when the features read history tables."""
@@ -77,6 +79,7 @@ def write_model_dir(
         onnx_sha256=sha256_file(model_path),
         attribution=attribution,
         history=history,
+        point=point,
     )
     manifest.write(out_dir / "manifest.json")
     (out_dir / "ATTRIBUTION.txt").write_text(license_text, encoding="utf-8")

@@ -68,6 +68,7 @@ def write_egmn(run: EGMNRun, out: Path, version: str, evaluation: Evaluation) ->
         evaluation=evaluation,
         extras=_egmn_extras(run),
         description=egmn_description(run.config, calibrated=run.calibration is not None),
+        point=run.config.point,
     )
 
 
@@ -76,9 +77,12 @@ def egmn_description(config: TrainConfig, calibrated: bool) -> str:
     before the wording changed can be brought up to date without retraining)."""
     return (
         f"EGMN: exponential + {config.n_gaussians} truncated Gaussians"
+        + (" (the last one at the video's duration)" if config.duration_anchor else "")
         + (" + point mass at 0" if config.point_mass else "")
         + (", calibrated on the validation day" if calibrated else "")
         + f"; loss NLL + {config.alpha:g} * sum(w log w) + {config.beta:g} * L1"
+        + (" of a separate point head" if config.point_head else "")
+        + ("; point_s is the median" if config.point == "median" else "")
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from model_export.data.history import HistoryOptions
@@ -53,6 +53,10 @@ class TrainConfig:
     free_means: bool = False
     # The last Gaussian at the video's duration (model_export.models.egmn).
     duration_anchor: bool = False
+    # What the model directory serves as point_s (service.distributions.points): the
+    # network's own point ("model") or the median of the served distribution ("median").
+    # Training does not read it; the export writes it into the manifest.
+    point: Literal["model", "median"] = "model"
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for logs and manifests. The options added after the shipped models
@@ -81,6 +85,7 @@ LATER_OPTIONS = (
     "crps_weight",
     "free_means",
     "duration_anchor",
+    "point",
 )
 LATER_DEFAULTS: dict[str, object] = {
     f.name: f.default for f in fields(TrainConfig) if f.name in LATER_OPTIONS
@@ -242,8 +247,18 @@ EGMN_CONFIGS: dict[str, dict[str, Any]] = {
     "beta0.5-anchor-pointhead": {"beta": 0.5, "duration_anchor": True, "point_head": True},
 }
 
+# The configuration the second round's rule chose (beta0.5-anchor-pointhead), with the
+# point its rule chose on the same figures (the median): models/egmn/3.
+EGMN_CONFIGS["beta0.5-anchor-pointhead-median"] = {
+    **EGMN_CONFIGS["beta0.5-anchor-pointhead"],
+    "point": "median",
+}
+
 SERVED_CONFIG = "beta0.5"
 """The configuration the tuning rule chose on the validation day, served as models/egmn/2."""
+
+HEADLINE_CONFIG = "beta0.5-anchor-pointhead-median"
+"""The second round's choice (reports/tuning.md), served by default as models/egmn/3."""
 
 PAPER_CONFIG = "paper"
 """The paper's settings, TrainConfig() itself: models/egmn/1 (``train --config paper``)."""

@@ -36,6 +36,7 @@ from model_export.training.loop import (
     served_params,
 )
 from service.distributions import EGM
+from service.distributions.points import PointRule, with_point
 from service.manifest import NumericFeature, TrainingWindow
 
 
@@ -263,6 +264,8 @@ def fit_egmn(
     )
 
 
-def predict_distribution(serving: ServingEGMN, data: Encoded) -> EGM:
-    """The served distribution of every row, through the service's numpy EGM."""
-    return EGM.from_params(served_params(serving, serving.output_names(), data))
+def predict_distribution(serving: ServingEGMN, data: Encoded, point: PointRule = "model") -> EGM:
+    """The served distribution of every row, through the service's numpy EGM, with the
+    point the model directory will name."""
+    family = with_point(EGM, point)
+    return family.from_params(served_params(serving, serving.output_names(), data))  # type: ignore[return-value]

@@ -26,6 +26,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from service.distributions import Distribution, ParameterError, get_family
+from service.distributions.points import with_point
 from service.errors import FeatureError, InvalidInput, ModelLoadError
 from service.manifest import CategoricalFeature, LookupFeature, Manifest, verify_onnx_sha256
 from service.runtime.features import encode_features, required_columns
@@ -131,7 +132,7 @@ def _family(manifest: Manifest) -> type[Distribution]:
         raise ModelLoadError(
             f"outputs do not fit family {family.family!r}: unknown {unknown}, missing {absent}"
         )
-    return family
+    return with_point(family, manifest.point)
 
 
 def _check_graph(session: ort.InferenceSession, manifest: Manifest) -> None:

@@ -84,6 +84,31 @@ class Reference:
         }
         return get_family(self.manifest.family).from_params(params)
 
+    def point(self, dist: Distribution) -> np.ndarray:
+        """``point_s`` as the manifest defines it: the family's point, or, for a median
+        point, the 0.5 quantile found by plain bisection of the CDF (none of the service's
+        quantile search, nor its point rule)."""
+        if self.manifest.point == "model":
+            return dist.point()
+        return bisect_median(dist)
+
+
+def bisect_median(dist: Distribution, steps: int = 80) -> np.ndarray:
+    """The smallest t with CDF(t) >= 0.5 per row, to float precision, by bisection."""
+    lo = np.zeros(dist.n)
+    hi = np.full(dist.n, 1.0)
+    while True:  # widen until every row's CDF passes 0.5
+        short = dist.cdf(hi[:, None])[:, 0] < 0.5
+        if not short.any():
+            break
+        hi = np.where(short, hi * 2.0, hi)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        above = dist.cdf(mid[:, None])[:, 0] >= 0.5
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return hi
+
 
 class AppClient:
     """Synchronous calls into an ASGI app through httpx, with the app's lifespan entered.

@@ -64,7 +64,7 @@ def check_against_reference(
     dist = reference.distribution(columns)
     want = {
         "expected_watch_time_s": dist.mean(),
-        "point_s": dist.point(),
+        "point_s": reference.point(dist),
         "std_s": dist.stddev(),
         "quick_skip_prob": dist.cdf(threshold),
     }
