@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from model_export.data.kuairand import Split, labels, load_joined, raw_columns, split_by_day
-from model_export.data.prepared import prepare
+from model_export.data.prepared import Prepared, prepare
 from model_export.evaluation import costs as costs_record
 from model_export.evaluation.egmn_report import write_egmn_report
 from model_export.evaluation.metrics import evaluate_distribution
@@ -28,6 +28,7 @@ from model_export.models.registry import SERVED
 from model_export.training.baselines import BaselineRun
 from model_export.training.checkpoint import CHECKPOINT, load_run, save_run
 from model_export.training.config import (
+    HEADLINE_CONFIG,
     PAPER_CONFIG,
     SERVED_CONFIG,
     BaselineConfig,
@@ -200,7 +201,7 @@ def build_all(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     record = costs_record.Record(args.runs_dir / costs_record.RECORD)
     record.start_build()
-    stages = Stages(3 + len(SERVED) + 1)
+    stages = Stages(4 + len(SERVED) + 1)
     prepared = prepare(args.data_dir)
     baseline = baseline_metrics(prepared)
     progress = not args.quiet
@@ -237,6 +238,13 @@ def build_all(args: argparse.Namespace) -> None:
     out_v2 = args.models_dir / "egmn" / "2"
     _write(tuned, out_v2, "2", references_v2)
     print(f"wrote {out_v2}: EGMN with the tuned configuration {SERVED_CONFIG}")
+    stages.next(f"egmn/3: EGMN with the second round's configuration {HEADLINE_CONFIG}")
+    references_v3 = {
+        "egmn/2 (beta0.5)": served_metrics(tuned),
+        "egmn/1 (paper settings)": served_metrics(with_p0),
+        REFERENCE: baseline,
+    }
+    build_headline(args, prepared, references_v3, record, progress)
     for name in SERVED:
         stages.next(name)
         run = run_baseline(prepared, BaselineConfig.of(name), progress=progress)
@@ -252,6 +260,22 @@ def build_all(args: argparse.Namespace) -> None:
     record.finish_build(time.perf_counter() - start)
     print(f"build-all took {time.perf_counter() - start:.0f} s; timings in {record.path}")
     print("reports/costs.md from them: python -m model_export costs")
+
+
+def build_headline(
+    args: argparse.Namespace,
+    prepared: Prepared,
+    references: dict[str, dict[str, float]],
+    record: costs_record.Record,
+    progress: bool,
+) -> None:
+    """models/egmn/3, the served default: the configuration and the point the second
+    round's rules chose on the validation day (reports/tuning.md)."""
+    run = run_egmn(prepared, named_config(HEADLINE_CONFIG), progress=progress, label="egmn/3")
+    record.run("egmn/3", run.train_seconds, run.train_cpu_seconds, run.seconds)
+    out = args.models_dir / "egmn" / "3"
+    _write(run, out, "3", references)
+    print(f"wrote {out}: EGMN with the second round's configuration {HEADLINE_CONFIG}")
 
 
 def costs(args: argparse.Namespace) -> None:
@@ -298,6 +322,15 @@ def tune(args: argparse.Namespace) -> None:
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         (args.runs_dir / "capacity.json").write_text(json.dumps(limits, indent=1))
         print("\n".join(capacity_table(limits)))
+    if args.calibration is not None:
+        from model_export.evaluation.calibration_trade import calibration_trade, trade_table
+
+        tuned = load_run(args.runs_dir / args.calibration / CHECKPOINT, EGMNRun)
+        prepared = prepare(args.data_dir, tuned.config.history, tuned.config.history_options())
+        figures = calibration_trade(prepared, tuned)
+        doc = {"config": args.calibration, "figures": figures}
+        (args.runs_dir / "calibration.json").write_text(json.dumps(doc, indent=1))
+        print("\n".join(trade_table(figures)))
     if args.ship is not None:
         tuned = load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun)
         prepared = prepare(args.data_dir, tuned.config.history, tuned.config.history_options())
@@ -322,7 +355,11 @@ def tune(args: argparse.Namespace) -> None:
         noise = json.loads(noise_path.read_text()) if noise_path.exists() else []
         limits_path = args.runs_dir / "capacity.json"
         limits = json.loads(limits_path.read_text()) if limits_path.exists() else None
-        winner = tuning_report.write_tuning_report(path, shipped, results, budget, noise, limits)
+        trade_path = args.runs_dir / "calibration.json"
+        trade = json.loads(trade_path.read_text()) if trade_path.exists() else None
+        winner = tuning_report.write_tuning_report(
+            path, shipped, results, budget, noise, limits, trade
+        )
         print(f"wrote {path}; chosen: {winner}")
 
 
@@ -360,14 +397,17 @@ def seeds(args: argparse.Namespace) -> None:
             if not args.redo and str(seed) in runs.get(name, {}):
                 print(f"{name} seed {seed}: already in {path}")
                 continue
-            out = args.runs_dir / "seeds" / str(seed) / name / "1"
+            # EGMN's are version 3's seeds; runs/seeds/<seed>/egmn/1 keeps version 2's, the
+            # tuning's noise (tune --noise).
+            version = "3" if name == "egmn" else "1"
+            out = args.runs_dir / "seeds" / str(seed) / name / version
             start = time.perf_counter()
             if name == "egmn":
-                config = dataclasses.replace(named_config(SERVED_CONFIG), seed=seed)
+                config = dataclasses.replace(named_config(HEADLINE_CONFIG), seed=seed)
                 run = run_egmn(
-                    prepared, config, progress=not args.quiet, label=f"egmn/2 seed {seed}"
+                    prepared, config, progress=not args.quiet, label=f"egmn/3 seed {seed}"
                 )
-                _write(run, out, "1", {})
+                _write(run, out, version, {})
             else:
                 config_b = BaselineConfig.of(name, seed=seed)
                 _write_baseline(
@@ -385,3 +425,40 @@ def seeds(args: argparse.Namespace) -> None:
                 f"{overall.get('xauc_point')}, CRPS {overall.get('crps')}",
                 flush=True,
             )
+
+
+def rolling(args: argparse.Namespace) -> None:
+    """Every report model fitted on the logs without their last days (reports/rolling.json;
+    see :mod:`model_export.evaluation.rolling`)."""
+    from model_export.data.prepared import prepare_split
+    from model_export.evaluation import rolling as rolling_check
+    from model_export.evaluation.report import REPORT_ORDER
+
+    names = args.models or list(REPORT_ORDER)
+    prepared: dict[int, Prepared] = {}
+
+    def fit(split: Split, name: str) -> dict[str, float]:
+        if split.test_date not in prepared:
+            prepared.clear()  # one split's tensors in memory at a time
+            prepared[split.test_date] = prepare_split(split)
+        data = prepared[split.test_date]
+        label = f"{name}, test day {split.test_date}"
+        if name == "egmn":
+            run = run_egmn(
+                data, named_config(HEADLINE_CONFIG), progress=not args.quiet, label=label
+            )
+            return served_metrics(run)
+        return run_baseline(data, BaselineConfig.of(name), progress=not args.quiet).metrics
+
+    path = args.reports_dir / rolling_check.ROLLING_FILE
+    stages = Stages(len(args.held_back) * len(names))
+    rolling_check.run_folds(
+        load_joined(args.data_dir),
+        names,
+        fit,
+        path,
+        held_back=args.held_back,
+        redo=args.redo,
+        announce=stages.next,
+    )
+    print(f"wrote {path}")

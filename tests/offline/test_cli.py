@@ -270,16 +270,18 @@ def test_build_all_counts_its_stages_and_records_timings_outside_the_tree(
     with redirect_stdout(out):
         commands.build_all(args)
     stages = [line for line in out.getvalue().splitlines() if line.startswith("[")]
-    total = 3 + len(SERVED) + 1
+    total = 4 + len(SERVED) + 1
     assert [s.split("]")[0] for s in stages] == [f"[{i}/{total}" for i in range(1, total + 1)]
     assert stages[0].startswith(f"[1/{total}] egmn/1")
-    assert stages[3] == f"[4/{total}] {SERVED[0]}" and stages[-1] == f"[{total}/{total}] report"
-    assert labels == ["egmn/1", "egmn/1 without p0", "egmn/2"]
+    assert stages[3].startswith(f"[4/{total}] egmn/3")
+    assert stages[4] == f"[5/{total}] {SERVED[0]}" and stages[-1] == f"[{total}/{total}] report"
+    assert labels == ["egmn/1", "egmn/1 without p0", "egmn/2", "egmn/3"]
     record = json.loads((tmp_path / "runs" / "costs.json").read_text())
     assert set(record["runs"]) == {
         "egmn/1",
         "egmn/1 without p0",
         "egmn/2",
+        "egmn/3",
         *(f"{name}/1" for name in SERVED),
     }
     assert record["runs"]["egmn/2"] == {
