@@ -13,7 +13,10 @@ in float32, gives each level a bracket and, from the CDF and density at the cell
 cubic Hermite start; a few float32 steps (Halley's where the family gives the density's
 derivative, else Newton's; a float32 pass costs well under half a float64 one) then bring
 the start to about 1e-6, where the float64 search below usually stops after one evaluation.
-Only float64 values decide brackets and stopping.
+Pairs still far off after those steps (levels inside a narrow, heavy peak of a mixture, such
+as the full views' peak of a duration-anchored EGMN, where the steps bounce across it) take
+a few more on their own rows: float32 steps on a handful of rows cost far less than the
+float64 iterations they save. Only float64 values decide brackets and stopping.
 
 Stated tolerance: a pair stops once its bracket is narrower than ``XTOL_ABS + XTOL_REL
 * t`` (1e-9 s and 1e-9 relative), or its last step was a Newton step no larger than
@@ -52,6 +55,10 @@ CUBIC_STEPS = 6
 FLOAT32_STEPS = 4
 # The same with Halley's steps, where the family gives the density's derivative.
 HALLEY32_STEPS = 3
+# Then, for the pairs whose float32 CDF is still this far from their level, up to this many
+# more Halley steps on their rows alone.
+STRAGGLER32 = 1e-4
+STRAGGLER32_STEPS = 4
 # Below this, the sign of a float32 CDF minus a level says nothing.
 FLOAT32_NOISE = 2e-6
 # A level this close to a float32 grid value may lie in the neighbouring cell.
@@ -176,30 +183,65 @@ def _float32_newton(
     # step does not leave a pair where it was for every step after.
     lo, hi = u_lo, u_hi
     halley = dist.has_float32_slope
+    g = np.zeros_like(qq)
     for _ in range(HALLEY32_STEPS if halley else FLOAT32_STEPS):
         x = np.exp(u)
         grid = np.ones(size, dtype=np.float32)
         grid[idx] = x
         if halley:
             f_cdf, f_pdf, f_dpdf = dist.cdf_pdf_dpdf32(grid.reshape(n, m))
+            dpdf = f_dpdf.ravel()[idx]
         else:
             f_cdf, f_pdf = dist.cdf_pdf32(grid.reshape(n, m))
+            dpdf = None
         g = f_cdf.ravel()[idx] - qq
-        # Only a sign float32 can vouch for moves a bracket end.
-        lo = np.where(g < -FLOAT32_NOISE, u, lo)
-        hi = np.where(g > FLOAT32_NOISE, u, hi)
-        slope = f_pdf.ravel()[idx] * x
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            step = u - g / slope
-            if halley:
-                # In log time: G' = t f(t), G'' = t f(t) + t**2 f'(t); Halley's step is
-                # Newton's divided by 1 - G G'' / (2 G'**2), cubic instead of quadratic.
-                curve = slope + x * x * f_dpdf.ravel()[idx]
-                damp = 1.0 - g * curve / (2.0 * slope * slope)
-                better = u - g / (slope * damp)
-                step = np.where(np.isfinite(better) & (damp > 0.5), better, step)
-        u = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
+        u, lo, hi = _step32(u, lo, hi, g, f_pdf.ravel()[idx] * x, x, dpdf)
+    if not halley:
+        return u
+    # Pairs still far off (a level inside a narrow peak of the mixture, where the steps
+    # above bounce across it) take a few more steps on their own rows; each pair's path
+    # depends on nothing but itself, so its answer does not depend on its batch-mates.
+    for _ in range(STRAGGLER32_STEPS):
+        far = np.flatnonzero(np.abs(g) > STRAGGLER32)
+        if far.size == 0:
+            break
+        x = np.exp(u[far])
+        sub = dist.take(idx[far] // m)
+        f_cdf, f_pdf, f_dpdf = sub.cdf_pdf_dpdf32(x.astype(np.float32)[:, None])
+        g_far = f_cdf[:, 0] - qq[far]
+        u_far, lo_far, hi_far = _step32(
+            u[far], lo[far], hi[far], g_far, f_pdf[:, 0] * x, x, f_dpdf[:, 0]
+        )
+        u, lo, hi, g = u.copy(), lo.copy(), hi.copy(), g.copy()
+        u[far], lo[far], hi[far], g[far] = u_far, lo_far, hi_far, g_far
     return u
+
+
+def _step32(
+    u: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    g: FloatArray | Float32Array,
+    slope: FloatArray | Float32Array,
+    x: FloatArray,
+    dpdf: FloatArray | Float32Array | None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """One float32-guided step in log time: the bracket moved by the signs float32 can
+    vouch for, then Halley's step (Newton's without the density's slope), or a bisection
+    where the step leaves the bracket."""
+    # Only a sign float32 can vouch for moves a bracket end.
+    lo = np.where(g < -FLOAT32_NOISE, u, lo)
+    hi = np.where(g > FLOAT32_NOISE, u, hi)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step = u - g / slope
+        if dpdf is not None:
+            # In log time: G' = t f(t), G'' = t f(t) + t**2 f'(t); Halley's step is
+            # Newton's divided by 1 - G G'' / (2 G'**2), cubic instead of quadratic.
+            curve = slope + x * x * dpdf
+            damp = 1.0 - g * curve / (2.0 * slope * slope)
+            better = u - g / (slope * damp)
+            step = np.where(np.isfinite(better) & (damp > 0.5), better, step)
+    return np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi)), lo, hi
 
 
 def solve_quantiles(dist: Searchable, q: FloatArray) -> FloatArray:
