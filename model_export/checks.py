@@ -89,22 +89,24 @@ def check(args: argparse.Namespace, commands: dict[str, argparse.ArgumentParser]
 
 
 def _check_tune(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not (args.config or args.shipped or args.noise or args.capacity or args.table or args.ship):
+    steps = (args.config, args.shipped, args.noise, args.capacity, args.table, args.ship)
+    if not any(steps) and args.calibration is None:
         _fail(
             command,
-            "nothing to do: give --config NAME, --shipped, --noise, --capacity, --table or "
-            "--ship NAME",
+            "nothing to do: give --config NAME, --shipped, --noise, --capacity, "
+            "--calibration NAME, --table or --ship NAME",
         )
     known = ", ".join(EGMN_CONFIGS)
-    for flag, value in (("--config", args.config), ("--ship", args.ship)):
+    named = (("--config", args.config), ("--ship", args.ship), ("--calibration", args.calibration))
+    for flag, value in named:
         if value is not None and value not in EGMN_CONFIGS:
             _fail(command, f"{flag} {value}: unknown configuration; known: {known}")
-    if args.ship is not None and args.ship != args.config:
-        path = args.runs_dir / args.ship / CHECKPOINT
+    for value in (args.ship, args.calibration):
+        if value is None or value == args.config:
+            continue
+        path = args.runs_dir / value / CHECKPOINT
         if not path.is_file():
-            _fail(
-                command, f"no {path}: run 'python -m model_export tune --config {args.ship}' first"
-            )
+            _fail(command, f"no {path}: run 'python -m model_export tune --config {value}' first")
     if args.ship is not None:
         paper = args.models_dir / "egmn" / "1" / "manifest.json"
         if not paper.is_file():

@@ -21,6 +21,7 @@ from model_export.checks import DEFAULT_DATA_DIR, ROOT, check
 from model_export.models.names import TRAINABLE
 from model_export.training.config import (
     EGMN_CONFIGS,
+    HEADLINE_CONFIG,
     PAPER_CONFIG,
     SERVED_CONFIG,
     TRAIN_CONFIG_NAMES,
@@ -37,17 +38,18 @@ rebuilds every shipped directory and the reports."""
 
 EPILOG = """\
 one model, end to end (EGMN with the served settings, written outside models/):
-  python -m model_export train --model egmn --config beta0.5
-  python -m model_export export --model egmn --version 2 --out runs/egmn/export/2
-  python -m model_export evaluate --model-dir runs/egmn/export/2
-  python -m model_export info runs/egmn/export/2
+  python -m model_export train --model egmn --config beta0.5-anchor-pointhead-median
+  python -m model_export export --model egmn --version 3 --out runs/egmn/export/3
+  python -m model_export evaluate --model-dir runs/egmn/export/3
+  python -m model_export info runs/egmn/export/3
 
 "python -m model_export COMMAND --help" describes each command's options."""
 
 CONFIG_HELP = (
     f"EGMN only: a named configuration, {PAPER_CONFIG} (the paper's settings, models/egmn/1), "
-    f"{SERVED_CONFIG} (served, models/egmn/2) or one of the other tuning configurations: "
-    + ", ".join(n for n in EGMN_CONFIGS if n != SERVED_CONFIG)
+    f"{SERVED_CONFIG} (models/egmn/2), {HEADLINE_CONFIG} (served, models/egmn/3) or one of "
+    "the other tuning configurations: "
+    + ", ".join(n for n in EGMN_CONFIGS if n not in (SERVED_CONFIG, HEADLINE_CONFIG))
     + f" (default: {PAPER_CONFIG})"
 )
 
@@ -204,7 +206,7 @@ def parser() -> Parser:
         "Score a model directory through the serving path only (manifest -> numpy features ->\n"
         "onnxruntime -> numpy post-processor), beside the figures its manifest carries.",
     )
-    _dir(evaluate, "--model-dir", ROOT / "models" / "egmn" / "2", "the model directory")
+    _dir(evaluate, "--model-dir", ROOT / "models" / "egmn" / "3", "the model directory")
     _data_dir(evaluate)
 
     for name, summary, description in (
@@ -253,6 +255,36 @@ def parser() -> Parser:
     _dir(seeds, "--reports-dir", ROOT / "reports", "where seeds.json is")
     _quiet(seeds)
 
+    rolling = _command(
+        sub,
+        "rolling",
+        "fit every report model on the logs without their last one or two days",
+        "Rolling-origin check: hold back the last day, then the last two, split what is left\n"
+        "by day as usual (its last day tests), fit every report model with the settings make\n"
+        "models uses and record each test-day figure in reports/rolling.json; the evaluation\n"
+        "report prints EGMN's rank on each test day. About 15 minutes per model set and day.",
+    )
+    rolling.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=None,
+        metavar="NAME",
+        help="the models to fit (default: every model of the report)",
+    )
+    rolling.add_argument(
+        "--held-back",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        metavar="K",
+        help="days cut from the end of the logs, one split each",
+    )
+    rolling.add_argument("--redo", action="store_true", help="refit models already recorded")
+    _data_dir(rolling)
+    _dir(rolling, "--reports-dir", ROOT / "reports", "where rolling.json goes")
+    _quiet(rolling)
+
     costs = _command(
         sub,
         "costs",
@@ -274,7 +306,7 @@ def parser() -> Parser:
         "graph sha256 (checked against model.onnx), size and data attribution. Reads the\n"
         "manifest only: no torch, no data.",
     )
-    info.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="e.g. models/egmn/2")
+    info.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="e.g. models/egmn/3")
 
     rows = _command(
         sub,
@@ -354,6 +386,13 @@ def parser() -> Parser:
         "--capacity",
         action="store_true",
         help="fit each duration group without features: what limits NLL (tuning.md)",
+    )
+    tune.add_argument(
+        "--calibration",
+        default=None,
+        metavar="NAME",
+        help="refit a tuned run's calibration with each coverage weight: what coverage costs "
+        "in NLL (tuning.md)",
     )
     tune.add_argument(
         "--noise",
@@ -443,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": commands.evaluate,
         "tune": commands.tune,
         "seeds": commands.seeds,
+        "rolling": commands.rolling,
         "report": commands.report,
         "costs": commands.costs,
         "build-all": commands.build_all,

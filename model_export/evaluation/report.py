@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from model_export.data.kuairand import Split, labels
+from model_export.evaluation import rolling
 from model_export.evaluation.metrics import METRIC_NOTES, evaluate_point
 from model_export.evaluation.plots import write_plots
 from model_export.evaluation.reference import per_video_median
@@ -48,6 +49,7 @@ from model_export.evaluation.tables import (
     seed_values,
     verdicts,
 )
+from model_export.evaluation.targets import targets_section
 from model_export.models.names import SERVED
 from model_export.training.baselines import BaselineRun
 from service.versions import highest_version_dir
@@ -96,7 +98,13 @@ def write_json(path: Path, inputs: Inputs) -> None:
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
-def write_markdown(path: Path, inputs: Inputs, plots: Sequence[str], notes: str) -> None:
+def write_markdown(
+    path: Path,
+    inputs: Inputs,
+    plots: Sequence[str],
+    notes: str,
+    folds: Mapping[str, Mapping[str, object]] | None = None,
+) -> None:
     """reports/evaluation.md."""
     ref = inputs.references.get("per_video_median", {})
     lines = [
@@ -123,6 +131,7 @@ def write_markdown(path: Path, inputs: Inputs, plots: Sequence[str], notes: str)
             "",
         ]
     lines += ["### Who wins each column", "", *verdicts(inputs.models), ""]
+    lines += targets_section(inputs.models, folds or {}, inputs.test_date)
     lines += [
         "### In the papers' form",
         "",
@@ -229,5 +238,6 @@ def write_report(
     plots = write_plots(reports_dir, inputs, egmn_params)
     write_json(reports_dir / "evaluation.json", inputs)
     path = reports_dir / "evaluation.md"
-    write_markdown(path, inputs, plots, notes)
+    folds = rolling.load(reports_dir / rolling.ROLLING_FILE)
+    write_markdown(path, inputs, plots, notes, folds)
     return path

@@ -245,6 +245,15 @@ EGMN_CONFIGS: dict[str, dict[str, Any]] = {
     # The anchor with the separate point head: the anchored component moves the paper's
     # eq. 12 point, which a head trained by the L1 term alone does not depend on.
     "beta0.5-anchor-pointhead": {"beta": 0.5, "duration_anchor": True, "point_head": True},
+    # The chosen configuration with the means free of the bound 1/lambda, whose cost the
+    # featureless fits put at the short views (tuning.md, "What limits NLL y>0"); judged by
+    # the same rule, and against beta0.5-anchor-pointhead.
+    "beta0.5-freemu-anchor-pointhead": {
+        "beta": 0.5,
+        "free_means": True,
+        "duration_anchor": True,
+        "point_head": True,
+    },
 }
 
 # The configuration the second round's rule chose (beta0.5-anchor-pointhead), with the

@@ -26,11 +26,11 @@ from tests.support.hostile import ServiceProcess, get
 
 
 def _repository(tmp_path: Path, broken: list[str]) -> Path:
-    """A copy of egmn (both versions) and vr, with each ``name/version`` in ``broken``
-    holding a truncated ``model.onnx`` (its sha256 no longer matches the manifest)."""
+    """A copy of egmn/1, egmn/2 and vr/1, with each ``name/version`` in ``broken`` holding a
+    truncated ``model.onnx`` (its sha256 no longer matches the manifest)."""
     root = tmp_path / "models"
-    for name in ("egmn", "vr"):
-        shutil.copytree(MODELS / name, root / name)
+    for label in ("egmn/1", "egmn/2", "vr/1"):
+        shutil.copytree(MODELS / label, root / label)
     for label in broken:
         onnx = root / label / "model.onnx"
         onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])

@@ -118,7 +118,7 @@ def test_model_option_has_a_metavar_and_lists_the_names(monkeypatch: pytest.Monk
         assert ", ".join(TRAINABLE) in text
         assert "(default: egmn)" in text
     evaluate = " ".join(_help(["evaluate"], monkeypatch).split())
-    assert "(default: models/egmn/2)" in evaluate
+    assert "(default: models/egmn/3)" in evaluate
 
 
 def test_help_does_not_import_torch() -> None:
