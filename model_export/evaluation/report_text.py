@@ -131,11 +131,12 @@ What was tried, within the rules (no test-day tuning, no baseline weakened):
   video and author (three variants), DCN-v2 cross layers (with and without wider id
   embeddings and a duration product), a separate point head, a CRPS term, free means, the
   duration anchor, and combinations. History features made the validation figures worse
-  (MAE up 1.2 to 2.1 %), the trunk levers moved CRPS and NLL within the noise; only the
-  anchor with the point head lowered both NLL y>0 and CRPS beyond the noise with the point
-  kept, and its point rule then chose the median (validation MAE 17.630 against the head's
-  17.740). Every baseline keeps the same inputs and trunk as the served EGMN: none of the
-  shipped models reads the history features or the cross layers.
+  (MAE up 1.2 to 2.1 %), the trunk levers lowered neither CRPS nor NLL y>0 beyond the noise
+  (DCN-v2 with the wider embeddings raised both); only the anchor with the point head
+  lowered both NLL y>0 and CRPS beyond the noise with the point kept, and its point rule
+  then chose the median (validation MAE 17.630 against the head's 17.740). Every baseline
+  keeps the same inputs and trunk as the served EGMN: none of the shipped models reads the
+  history features or the cross layers.
 - EGMN's calibration (fitted on the validation day) trades likelihood for coverage:
   refitted with the likelihood alone it scores 0.055 nats lower on NLL y>0 of the
   validation day's second half, and misses the coverage by up to 0.076 (tuning.md, "What
