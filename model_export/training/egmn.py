@@ -268,4 +268,4 @@ def predict_distribution(serving: ServingEGMN, data: Encoded, point: PointRule =
     """The served distribution of every row, through the service's numpy EGM, with the
     point the model directory will name."""
     family = with_point(EGM, point)
-    return family.from_params(served_params(serving, serving.output_names(), data))  # type: ignore[return-value]
+    return family.from_params(served_params(serving, serving.output_names(), data))

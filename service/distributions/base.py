@@ -63,9 +63,6 @@ class Distribution(ABC):
     has_float32_kernel: ClassVar[bool] = False
     #: whether :meth:`cdf_pdf_dpdf32` exists too, for Halley's steps in place of Newton's
     has_float32_slope: ClassVar[bool] = False
-    #: whether :meth:`point` is the 0.5 quantile (:mod:`~service.distributions.points`), so
-    #: that a request's own quantile at 0.5 answers it without a second search
-    point_is_median: ClassVar[bool] = False
 
     n: int
     #: the parameters as parsed, by declared name

@@ -68,7 +68,7 @@ def summarize(dist: Distribution, options: PredictOptions, default_threshold: fl
     return Prediction(
         n=n,
         mean=dist.mean(),
-        point=_point(dist, options.quantiles, quantiles),
+        point=dist.point(),
         std=dist.stddev(),
         quick_skip_threshold_s=threshold,
         quick_skip_prob=quick_skip,
@@ -77,16 +77,6 @@ def summarize(dist: Distribution, options: PredictOptions, default_threshold: fl
         params=dist.params() if options.return_params else None,
         curve=None if options.curve is None else curve(dist, options.curve),
     )
-
-
-def _point(dist: Distribution, levels: FloatArray | None, values: FloatArray | None) -> FloatArray:
-    """The rows' point; a median point is read off the request's own quantile at 0.5 when
-    it asked for one (the search gives each level the same bits alone or among others)."""
-    if dist.point_is_median and levels is not None and values is not None:
-        hit = np.flatnonzero(levels == 0.5)
-        if hit.size:
-            return values[:, int(hit[0])]
-    return dist.point()
 
 
 def _per_row(
