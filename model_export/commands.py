@@ -292,6 +292,12 @@ def _manifest_metrics(model_dir: Path) -> dict[str, float]:
     return dict(evaluation.metrics) if evaluation is not None else {}
 
 
+def _tuned_run(args: argparse.Namespace, name: str) -> tuple[EGMNRun, Prepared]:
+    """A tuned configuration's saved run, and the data prepared the way it was trained."""
+    run = load_run(args.runs_dir / name / CHECKPOINT, EGMNRun)
+    return run, prepare(args.data_dir, run.config.history, run.config.history_options())
+
+
 def tune(args: argparse.Namespace) -> None:
     """Validation-day tuning of EGMN (evaluation.tuning); never reads the test day's labels."""
     import json
@@ -325,15 +331,13 @@ def tune(args: argparse.Namespace) -> None:
     if args.calibration is not None:
         from model_export.evaluation.calibration_trade import calibration_trade, trade_table
 
-        tuned = load_run(args.runs_dir / args.calibration / CHECKPOINT, EGMNRun)
-        prepared = prepare(args.data_dir, tuned.config.history, tuned.config.history_options())
+        tuned, prepared = _tuned_run(args, args.calibration)
         figures = calibration_trade(prepared, tuned)
         doc = {"config": args.calibration, "figures": figures}
         (args.runs_dir / "calibration.json").write_text(json.dumps(doc, indent=1))
         print("\n".join(trade_table(figures)))
     if args.ship is not None:
-        tuned = load_run(args.runs_dir / args.ship / CHECKPOINT, EGMNRun)
-        prepared = prepare(args.data_dir, tuned.config.history, tuned.config.history_options())
+        tuned, prepared = _tuned_run(args, args.ship)
         run = tuning.finish(prepared, tuned)
         references = {
             "egmn/1 (paper settings)": _manifest_metrics(args.models_dir / "egmn" / "1"),

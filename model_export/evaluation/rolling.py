@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -103,6 +104,16 @@ def run_folds(
     return folds
 
 
+def by_day(folds: Mapping[str, Mapping[str, object]]) -> dict[str, Mapping[str, Any]]:
+    """Each fold's figures, ``{test_date: {model: {metric: value}}}``, in date order."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for day in sorted(folds):
+        models = folds[day].get("models", {})
+        assert isinstance(models, Mapping)
+        out[day] = models
+    return out
+
+
 def _rank(figures: Mapping[str, Mapping[str, float]], key: str, lower: bool, name: str) -> str:
     """``name``'s place among the models having ``key``, as ``2/16``."""
     have = {m: f[key] for m, f in figures.items() if key in f}
@@ -131,12 +142,7 @@ def rolling_table(
 ) -> list[str]:
     """Markdown: per column (row) and test day (column), ``name``'s rank among the models,
     its figure and the best model's."""
-    days: list[tuple[str, Mapping[str, Mapping[str, float]]]] = []
-    for key in sorted(folds):
-        models = folds[key].get("models", {})
-        assert isinstance(models, Mapping)
-        days.append((key, models))
-    days.append(test_day)
+    days = [*by_day(folds).items(), test_day]
     lines = [
         "| column | " + " | ".join(f"test day {day} ({len(f)} models)" for day, f in days) + " |",
         "|---|" + "---|" * len(days),

@@ -10,13 +10,19 @@ figures the report has already scored (the shipped directories and ``seeds.json`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
-from model_export.evaluation.rolling import RANKED, rolling_table
+from model_export.evaluation.rolling import RANKED, by_day, rolling_table
 from model_export.evaluation.scoring import Scored
-from model_export.evaluation.tables import COVERAGE_KEYS, HEADLINE, _fmt, seed_values, ties_with
+from model_export.evaluation.tables import (
+    COVERAGE_KEYS,
+    HEADLINE,
+    _fmt,
+    best_of,
+    seed_values,
+    ties_with,
+)
 
 # (key, bound, "max" or "min"): the absolute targets, on the mean over seeds.
 BOUNDS: tuple[tuple[str, float, str], ...] = (
@@ -91,8 +97,6 @@ def _mean(m: Scored, key: str) -> float | None:
 def _place(models: Sequence[Scored], key: str, name: str) -> tuple[bool, str]:
     """Whether ``name`` is ahead of every other model beyond the seed spread in ``key``,
     and how it stands otherwise."""
-    from model_export.evaluation.tables import best_of
-
     best = best_of(models, key)
     if best is None:
         return False, "-"
@@ -106,19 +110,10 @@ def _place(models: Sequence[Scored], key: str, name: str) -> tuple[bool, str]:
     return False, f"behind {best} beyond the seed spread"
 
 
-def _fold_models(folds: Mapping[str, Mapping[str, object]]) -> dict[str, Mapping[str, Any]]:
-    out: dict[str, Mapping[str, Any]] = {}
-    for day in sorted(folds):
-        models = folds[day].get("models", {})
-        assert isinstance(models, Mapping)
-        out[day] = models
-    return out
-
-
 def _on_other_days(key: str, folds: Mapping[str, Mapping[str, object]], name: str) -> str:
     """What the rolling-origin days add to a target missed: the best figure of any model
     there (a bound's reach), or EGMN's coverage there."""
-    days = _fold_models(folds)
+    days = by_day(folds)
     if not days:
         return ""
     if key == "coverage":

@@ -201,6 +201,7 @@ def _float32_newton(
     # Pairs still far off (a level inside a narrow peak of the mixture, where the steps
     # above bounce across it) take a few more steps on their own rows; each pair's path
     # depends on nothing but itself, so its answer does not depend on its batch-mates.
+    lo, hi = lo.copy(), hi.copy()  # the caller's bracket stays as it was
     for _ in range(STRAGGLER32_STEPS):
         far = np.flatnonzero(np.abs(g) > STRAGGLER32)
         if far.size == 0:
@@ -212,7 +213,6 @@ def _float32_newton(
         u_far, lo_far, hi_far = _step32(
             u[far], lo[far], hi[far], g_far, f_pdf[:, 0] * x, x, f_dpdf[:, 0]
         )
-        u, lo, hi, g = u.copy(), lo.copy(), hi.copy(), g.copy()
         u[far], lo[far], hi[far], g[far] = u_far, lo_far, hi_far, g_far
     return u
 
